@@ -1,0 +1,6 @@
+//! Who is calling, and what they may do.
+
+pub mod password;
+pub mod policy;
+pub mod session;
+pub mod token;

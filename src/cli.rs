@@ -1,0 +1,486 @@
+//! The whole command tree (clap derive). It also feeds completions/ and man/.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+use crate::output::Format;
+
+const AFTER_HELP: &str = "\
+Environment:
+  MAILCTL_DATABASE_URL   database (default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db)
+  MAILCTL_SMTP_URL       smtp://[user:pass@]host[:port], smtps://...; unset: write .eml files to the outbox
+  MAILCTL_FROM           sender address (default: mailctl@localhost)
+  MAILCTL_BASE_URL       public address of `mailctl serve` used in emailed links (default: http://127.0.0.1:8025)
+  MAILCTL_REDIS_URL      redis://host:port for the stats cache and a shared rate limit (optional)
+  MAILCTL_SESSION_FILE   session file (default: $XDG_CONFIG_HOME/mailctl/session, mode 0600)
+  MAILCTL_FORMAT         table | json | csv
+
+Exit codes:
+  0 success; 1 runtime failure (database, SMTP...); 2 usage error; 3 not logged in or not permitted;
+  4 not found; 5 invalid input";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mailctl",
+    version = crate::VERSION,
+    about = "Manage email mailings: accounts, clients, messages, mailings, sending and statistics",
+    after_help = AFTER_HELP,
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Database URL: sqlite://PATH or postgres://USER@HOST/DB
+    #[arg(
+        long,
+        env = "MAILCTL_DATABASE_URL",
+        global = true,
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+
+    /// Output format for records
+    #[arg(long, env = "MAILCTL_FORMAT", global = true, value_enum)]
+    pub format: Option<Format>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply database migrations (also done automatically on first use)
+    #[command(after_help = "Example:\n  mailctl migrate")]
+    Migrate,
+    /// Create an administrator (the first one needs no login)
+    #[command(
+        alias = "createsuperuser",
+        after_help = "Example:\n  echo 's3cret-pass' | mailctl csu --email admin@example.com --password-stdin"
+    )]
+    Csu(NewAccount),
+    /// Create an account with the role `user` (administrators only)
+    #[command(
+        alias = "create_user",
+        after_help = "Example:\n  echo 's3cret-pass' | mailctl create-user --email ann@example.com --password-stdin"
+    )]
+    CreateUser(NewAccount),
+    /// Create an account with the role `manager` (administrators only)
+    #[command(
+        alias = "create_manager",
+        after_help = "Example:\n  echo 's3cret-pass' | mailctl create-manager --email boss@example.com --password-stdin"
+    )]
+    CreateManager(NewAccount),
+    /// Sign up; emails a confirmation link
+    #[command(
+        after_help = "Example:\n  echo 's3cret-pass' | mailctl register --email me@example.com --password-stdin"
+    )]
+    Register(NewAccount),
+    /// Log in and keep a session in the session file
+    #[command(
+        after_help = "Example:\n  echo 's3cret-pass' | mailctl login --email ann@example.com --password-stdin"
+    )]
+    Login(LoginArgs),
+    /// End the current session
+    #[command(after_help = "Example:\n  mailctl logout")]
+    Logout,
+    /// Show the logged-in account
+    #[command(after_help = "Example:\n  mailctl whoami --format json")]
+    Whoami,
+    /// Reset or change a password
+    #[command(subcommand)]
+    Password(PasswordCmd),
+    /// List, block and unblock accounts (managers and administrators)
+    #[command(subcommand)]
+    Users(UsersCmd),
+    /// Serve the emailed links: /confirm/{token}, /reset/{token}, /unsubscribe/{token}
+    #[command(after_help = "Example:\n  mailctl serve --bind 127.0.0.1:8025")]
+    Serve(ServeArgs),
+    /// Recipients of mailings
+    #[command(subcommand)]
+    Clients(ClientsCmd),
+    /// Letters: subject and body
+    #[command(subcommand)]
+    Messages(MessagesCmd),
+    /// Mailings: a message, a time window and a list of clients
+    #[command(subcommand)]
+    Mailings(MailingsCmd),
+    /// Send attempts, one row per try
+    #[command(subcommand)]
+    Attempts(AttemptsCmd),
+    /// Send every due mailing (run from cron every minute)
+    #[command(
+        after_help = "Example (crontab):\n  * * * * * mailctl send-due --format json >> /var/log/mailctl.log 2>&1"
+    )]
+    SendDue(SendArgs),
+    /// Statistics of send attempts
+    #[command(
+        after_help = "Example:\n  mailctl stats --by day --since 2026-12-01T00:00:00Z --format csv"
+    )]
+    Stats(StatsArgs),
+    /// Print a shell completion script
+    #[command(after_help = "Example:\n  mailctl completions bash > /etc/bash_completion.d/mailctl")]
+    Completions(CompletionsArgs),
+    /// Check the database, migrations, SMTP, Redis and the base URL
+    #[command(after_help = "Example:\n  mailctl doctor")]
+    Doctor,
+}
+
+#[derive(Debug, Args)]
+pub struct NewAccount {
+    /// Email address (the login)
+    #[arg(long)]
+    pub email: String,
+    /// Read the password from standard input (one line) instead of prompting
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// Email address
+    #[arg(long)]
+    pub email: String,
+    /// Read the password from standard input (one line)
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PasswordCmd {
+    /// Email a password reset link (the same reply whether or not the account exists)
+    #[command(after_help = "Example:\n  mailctl password reset --email ann@example.com")]
+    Reset {
+        #[arg(long)]
+        email: String,
+    },
+    /// Change the password of the logged-in account (old, then new)
+    #[command(
+        after_help = "Example:\n  printf 'old-pass\\nnew-pass\\n' | mailctl password change --password-stdin"
+    )]
+    Change {
+        /// Read the old and the new password from standard input, one per line
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCmd {
+    /// List accounts
+    #[command(after_help = "Example:\n  mailctl users list --format csv")]
+    List,
+    /// Block an account: no login, sessions end, mailings stop
+    #[command(after_help = "Example:\n  mailctl users block spammer@example.com")]
+    Block { email: String },
+    /// Unblock an account
+    #[command(after_help = "Example:\n  mailctl users unblock ann@example.com")]
+    Unblock { email: String },
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on
+    #[arg(long, default_value = "127.0.0.1:8025")]
+    pub bind: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnConflict {
+    Skip,
+    Update,
+    Error,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientsCmd {
+    /// Add a client
+    #[command(
+        after_help = "Example:\n  mailctl clients add --email ivan@example.com --name 'Иван Петров' --comment VIP"
+    )]
+    Add {
+        #[arg(long)]
+        email: String,
+        /// Full name
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// List clients
+    #[command(after_help = "Example:\n  mailctl clients list --search example.com --format json")]
+    List {
+        /// Only clients whose email, name or comment contains this text
+        #[arg(long)]
+        search: Option<String>,
+    },
+    /// Show one client
+    #[command(after_help = "Example:\n  mailctl clients show 12")]
+    Show { id: i64 },
+    /// Change a client
+    #[command(after_help = "Example:\n  mailctl clients edit 12 --comment 'left the company'")]
+    Edit {
+        id: i64,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Delete clients
+    #[command(after_help = "Example:\n  mailctl clients delete 12 13 --yes")]
+    Delete {
+        #[arg(required = true)]
+        ids: Vec<i64>,
+        /// Do not ask for confirmation
+        #[arg(long, short)]
+        yes: bool,
+    },
+    /// Import clients from CSV (header row: email, full_name|name, comment)
+    #[command(
+        after_help = "Example:\n  mailctl clients import contacts.csv --on-conflict update --skip-invalid --rejects bad.csv"
+    )]
+    Import(ImportArgs),
+    /// Export clients as CSV (default) or JSON, in the import's column names
+    #[command(after_help = "Example:\n  mailctl clients export > contacts.csv")]
+    Export,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// CSV file, or - for standard input
+    pub file: String,
+    /// What to do with an email the owner already has (or that repeats in the file)
+    #[arg(long, value_enum, default_value = "skip")]
+    pub on_conflict: OnConflict,
+    /// Validate and count without writing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Import the good rows and report the bad ones instead of failing
+    #[arg(long)]
+    pub skip_invalid: bool,
+    /// Write rejected rows with their reasons to this CSV file
+    #[arg(long)]
+    pub rejects: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MessagesCmd {
+    /// Add a message
+    #[command(
+        after_help = "Example:\n  mailctl messages add --subject 'Hello {{full_name}}' --body-file body.txt --html-file body.html"
+    )]
+    Add {
+        #[arg(long)]
+        subject: String,
+        /// Plain-text body
+        #[arg(
+            long,
+            conflicts_with = "body_file",
+            required_unless_present = "body_file"
+        )]
+        body: Option<String>,
+        /// Read the plain-text body from a file
+        #[arg(long)]
+        body_file: Option<PathBuf>,
+        /// Optional HTML alternative, read from a file
+        #[arg(long)]
+        html_file: Option<PathBuf>,
+    },
+    /// List messages
+    #[command(after_help = "Example:\n  mailctl messages list --format json")]
+    List,
+    /// Show one message
+    #[command(after_help = "Example:\n  mailctl messages show 3")]
+    Show { id: i64 },
+    /// Change a message
+    #[command(after_help = "Example:\n  mailctl messages edit 3 --subject 'New subject'")]
+    Edit {
+        id: i64,
+        #[arg(long)]
+        subject: Option<String>,
+        #[arg(long, conflicts_with = "body_file")]
+        body: Option<String>,
+        #[arg(long)]
+        body_file: Option<PathBuf>,
+        #[arg(long, conflicts_with = "no_html")]
+        html_file: Option<PathBuf>,
+        /// Remove the HTML alternative
+        #[arg(long)]
+        no_html: bool,
+    },
+    /// Delete messages
+    #[command(after_help = "Example:\n  mailctl messages delete 3 --yes --force")]
+    Delete {
+        #[arg(required = true)]
+        ids: Vec<i64>,
+        #[arg(long, short)]
+        yes: bool,
+        /// Also delete the mailings that use the message
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MailingStatus {
+    Created,
+    Active,
+    Completed,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MailingsCmd {
+    /// Add a mailing
+    #[command(
+        after_help = "Example:\n  mailctl mailings add --message 3 --start 2026-12-01T09:00:00Z --end 2026-12-02T09:00:00Z --all-clients"
+    )]
+    Add {
+        #[arg(long)]
+        message: i64,
+        /// Start (RFC 3339; UTC when no offset)
+        #[arg(long)]
+        start: String,
+        /// End (RFC 3339), after the start
+        #[arg(long)]
+        end: String,
+        /// A recipient (repeatable)
+        #[arg(long = "client")]
+        clients: Vec<i64>,
+        /// Every client of the owner
+        #[arg(long)]
+        all_clients: bool,
+    },
+    /// List mailings
+    #[command(after_help = "Example:\n  mailctl mailings list --status active")]
+    List {
+        #[arg(long, value_enum)]
+        status: Option<MailingStatus>,
+    },
+    /// Show one mailing
+    #[command(after_help = "Example:\n  mailctl mailings show 7 --format json")]
+    Show { id: i64 },
+    /// Change a mailing
+    #[command(after_help = "Example:\n  mailctl mailings edit 7 --end 2026-12-03T09:00:00Z")]
+    Edit {
+        id: i64,
+        #[arg(long)]
+        message: Option<i64>,
+        #[arg(long)]
+        start: Option<String>,
+        #[arg(long)]
+        end: Option<String>,
+    },
+    /// Delete mailings
+    #[command(after_help = "Example:\n  mailctl mailings delete 7 --yes")]
+    Delete {
+        #[arg(required = true)]
+        ids: Vec<i64>,
+        #[arg(long, short)]
+        yes: bool,
+    },
+    /// Add recipients to a mailing
+    #[command(after_help = "Example:\n  mailctl mailings add-clients 7 12 13")]
+    AddClients {
+        id: i64,
+        #[arg(required = true)]
+        client_ids: Vec<i64>,
+    },
+    /// Remove recipients from a mailing
+    #[command(after_help = "Example:\n  mailctl mailings remove-clients 7 13")]
+    RemoveClients {
+        id: i64,
+        #[arg(required = true)]
+        client_ids: Vec<i64>,
+    },
+    /// Stop a mailing from being sent (managers and administrators)
+    #[command(after_help = "Example:\n  mailctl mailings disable 7")]
+    Disable { id: i64 },
+    /// Allow a disabled mailing to be sent again (managers and administrators)
+    #[command(after_help = "Example:\n  mailctl mailings enable 7")]
+    Enable { id: i64 },
+    /// Send one mailing now, outside the cron (owner or administrator)
+    #[command(after_help = "Example:\n  mailctl mailings send 7 --concurrency 16")]
+    Send {
+        id: i64,
+        #[command(flatten)]
+        opts: SendOpts,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AttemptStatus {
+    Success,
+    Failure,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AttemptsCmd {
+    /// List send attempts (streamed)
+    #[command(
+        after_help = "Example:\n  mailctl attempts list --mailing 7 --status failure --format csv"
+    )]
+    List {
+        #[arg(long)]
+        mailing: Option<i64>,
+        #[arg(long, value_enum)]
+        status: Option<AttemptStatus>,
+        /// Only attempts at or after this time (RFC 3339)
+        #[arg(long)]
+        since: Option<String>,
+        /// Only attempts before this time (RFC 3339)
+        #[arg(long)]
+        until: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SendOpts {
+    /// Letters in flight at once (SMTP connections in the pool)
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// At most N letters per second across all workers
+    #[arg(long)]
+    pub rate: Option<u32>,
+    /// Send at most N letters in this run
+    #[arg(long)]
+    pub limit: Option<u64>,
+    /// Show what would be sent without sending
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    #[command(flatten)]
+    pub opts: SendOpts,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatsBy {
+    Mailing,
+    User,
+    Day,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Group the figures (default: one overall row)
+    #[arg(long, value_enum)]
+    pub by: Option<StatsBy>,
+    #[arg(long)]
+    pub mailing: Option<i64>,
+    /// From this time (RFC 3339)
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Until this time (RFC 3339)
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Read from the database, bypassing the Redis cache
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}

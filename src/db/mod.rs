@@ -1,0 +1,164 @@
+//! Storage: which backend, connecting, migrating. One file per aggregate holds its SQL.
+//!
+//! Queries are runtime `sqlx::query_as` with `$1` placeholders, which both SQLite and
+//! PostgreSQL accept; the few differences live behind `Db::is_postgres()` in the files below.
+
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::config::redact_url;
+use crate::error::{Error, Result};
+
+pub mod accounts;
+pub mod clients;
+pub mod mailings;
+pub mod messages;
+
+static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+
+#[derive(Clone, Debug)]
+pub enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs the same body against whichever pool is in use: `on_pool!(db, pool => query.fetch_all(pool))`.
+#[macro_export]
+macro_rules! on_pool {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::db::Db::Sqlite($pool) => $body,
+            $crate::db::Db::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// The current time, truncated to microseconds so both backends store exactly the same value.
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+impl Db {
+    /// Connects and, when the schema is behind, migrates. The check reads one row.
+    pub async fn open(url: &str, max_connections: u32) -> Result<Db> {
+        let db = Db::connect(url, max_connections).await?;
+        if !db.is_current().await {
+            db.migrate().await?;
+        }
+        Ok(db)
+    }
+
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Db> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let opts = PgConnectOptions::from_str(url).map_err(|e| {
+                Error::invalid("database-url", format!("{} ({e})", redact_url(url)))
+            })?;
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(opts)
+                .await
+                .map_err(|e| {
+                    Error::runtime(format!("cannot connect to {}: {e}", redact_url(url)))
+                })?;
+            Ok(Db::Postgres(pool))
+        } else if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            let path = PathBuf::from(path.split('?').next().unwrap_or(path));
+            create_private_file(&path)?;
+            let opts = SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(30));
+            let pool = SqlitePoolOptions::new()
+                .max_connections(max_connections)
+                .connect_with(opts)
+                .await
+                .map_err(|e| Error::runtime(format!("cannot open {}: {e}", path.display())))?;
+            Ok(Db::Sqlite(pool))
+        } else {
+            Err(Error::invalid(
+                "database-url",
+                "must start with sqlite:// or postgres://",
+            ))
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Db::Postgres(_))
+    }
+
+    fn migrator(&self) -> &'static Migrator {
+        match self {
+            Db::Sqlite(_) => &SQLITE_MIGRATOR,
+            Db::Postgres(_) => &POSTGRES_MIGRATOR,
+        }
+    }
+
+    /// True when the newest applied migration is the newest this binary knows.
+    async fn is_current(&self) -> bool {
+        let latest = self.migrator().iter().map(|m| m.version).max().unwrap_or(0);
+        let sql =
+            "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version DESC LIMIT 1";
+        let applied: std::result::Result<Option<i64>, sqlx::Error> =
+            on_pool!(self, p => sqlx::query_scalar(sql).fetch_optional(p).await);
+        matches!(applied, Ok(Some(v)) if v >= latest)
+    }
+
+    /// Applies pending migrations (safe to run concurrently: sqlx takes a lock).
+    pub async fn migrate(&self) -> Result<()> {
+        on_pool!(self, p => self.migrator().run(p).await)?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        on_pool!(self, p => p.close().await)
+    }
+}
+
+/// Creates the SQLite file (and its directory) readable by the owner alone, before SQLite
+/// creates it with the default umask.
+fn create_private_file(path: &std::path::Path) -> Result<()> {
+    if path.as_os_str().is_empty() || path.to_str() == Some(":memory:") || path.exists() {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::runtime(format!("cannot create {}: {e}", path.display())))?;
+    Ok(())
+}
+
+/// True when the error is a unique-constraint violation (both backends).
+pub fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+/// True when the error is a foreign-key violation (both backends).
+pub fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_foreign_key_violation())
+}

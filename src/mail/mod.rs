@@ -1,0 +1,4 @@
+//! Letters: composing them, and the transports that carry them (SMTP or the outbox).
+
+pub mod compose;
+pub mod transport;

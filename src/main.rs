@@ -1,0 +1,13 @@
+use clap::Parser;
+
+fn main() {
+    let cli = mailctl::cli::Cli::parse();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    if let Err(e) = runtime.block_on(mailctl::commands::run(cli)) {
+        eprintln!("mailctl: error: {e}");
+        std::process::exit(e.exit_code());
+    }
+}

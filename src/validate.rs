@@ -1,0 +1,145 @@
+//! Input rules shared by commands and the CSV import. Errors name the field.
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use email_address::EmailAddress;
+
+use crate::error::{Error, Result};
+
+pub const MAX_EMAIL: usize = 254;
+pub const MAX_NAME: usize = 200;
+pub const MAX_COMMENT: usize = 2000;
+pub const MAX_SUBJECT: usize = 998;
+
+/// A trimmed, syntactically valid address (internationalised local parts and domains allowed).
+pub fn email(field: &str, raw: &str) -> Result<String> {
+    let e = raw.trim();
+    if e.is_empty() {
+        return Err(Error::invalid(field, "is required"));
+    }
+    if e.chars().count() > MAX_EMAIL {
+        return Err(Error::invalid(
+            field,
+            format!("is longer than {MAX_EMAIL} characters"),
+        ));
+    }
+    if e.chars().any(|c| c.is_whitespace() || c.is_control()) || !EmailAddress::is_valid(e) {
+        return Err(Error::invalid(
+            field,
+            format!("'{e}' is not a valid email address"),
+        ));
+    }
+    let domain = e.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+    if !domain.contains('.') && !domain.eq_ignore_ascii_case("localhost") {
+        return Err(Error::invalid(
+            field,
+            format!("'{e}' has no domain (expected name@example.com)"),
+        ));
+    }
+    Ok(e.to_string())
+}
+
+/// Free text of at most `max` characters, without control characters other than newlines/tabs.
+pub fn text(field: &str, raw: &str, max: usize) -> Result<String> {
+    if raw.chars().count() > max {
+        return Err(Error::invalid(
+            field,
+            format!("is longer than {max} characters"),
+        ));
+    }
+    if raw
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r')
+    {
+        return Err(Error::invalid(field, "contains control characters"));
+    }
+    Ok(raw.to_string())
+}
+
+/// One line of text (a name): no line breaks.
+pub fn line(field: &str, raw: &str, max: usize) -> Result<String> {
+    if raw.contains(['\r', '\n']) {
+        return Err(Error::invalid(field, "must be a single line (no CR or LF)"));
+    }
+    text(field, raw.trim(), max)
+}
+
+pub fn subject(raw: &str) -> Result<String> {
+    let s = line("subject", raw, MAX_SUBJECT)?;
+    if s.is_empty() {
+        return Err(Error::invalid("subject", "is required"));
+    }
+    Ok(s)
+}
+
+/// RFC 3339; a value without an offset is UTC.
+pub fn datetime(field: &str, raw: &str) -> Result<DateTime<Utc>> {
+    let s = raw.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+    ] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(s, fmt) {
+            return Ok(t.and_utc());
+        }
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(d.and_hms_opt(0, 0, 0).expect("midnight").and_utc());
+    }
+    Err(Error::invalid(
+        field,
+        format!("'{s}' is not an RFC 3339 time (e.g. 2026-12-01T09:00:00Z)"),
+    ))
+}
+
+pub fn window(start: DateTime<Utc>, end: DateTime<Utc>) -> Result<()> {
+    if end <= start {
+        return Err(Error::invalid("end", "must be after start"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails() {
+        assert_eq!(
+            email("email", " ann@example.com ").unwrap(),
+            "ann@example.com"
+        );
+        assert!(email("email", "иван@пример.рф").is_ok());
+        assert!(email("email", "user@xn--e1afmkfd.xn--p1ai").is_ok());
+        for bad in [
+            "",
+            "ann",
+            "ann@",
+            "@example.com",
+            "a b@example.com",
+            "Ann <ann@example.com>",
+            "ann@example",
+        ] {
+            assert!(email("email", bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn subjects_are_single_lines() {
+        assert!(subject("Hello").is_ok());
+        assert!(subject("Hello\r\nBcc: x@example.com").is_err());
+        assert!(subject("  ").is_err());
+    }
+
+    #[test]
+    fn datetimes() {
+        let t = datetime("start", "2026-12-01T09:00:00Z").unwrap();
+        assert_eq!(datetime("start", "2026-12-01T09:00:00").unwrap(), t);
+        assert_eq!(datetime("start", "2026-12-01T12:00:00+03:00").unwrap(), t);
+        assert!(datetime("start", "tomorrow").is_err());
+        assert!(window(t, t).is_err());
+    }
+}
