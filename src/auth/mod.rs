@@ -4,3 +4,4 @@ pub mod password;
 pub mod policy;
 pub mod session;
 pub mod token;
+pub mod unsubscribe;

@@ -22,6 +22,7 @@ pub mod accounts;
 pub mod clients;
 pub mod mailings;
 pub mod messages;
+pub mod suppressions;
 
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
