@@ -71,6 +71,18 @@ pub fn scope(actor: &Actor, access: Access) -> Scope {
     }
 }
 
+/// May the actor change a record it can see? Users only see their own; managers see every
+/// record but change only their own (exit 3, since the record is visible to them).
+pub fn check_write(actor: &Actor, owner_id: i64) -> Result<()> {
+    if actor.role == Role::Admin || actor.id == owner_id {
+        Ok(())
+    } else {
+        Err(Error::forbidden(
+            "permission denied: managers have read-only access to other accounts' records",
+        ))
+    }
+}
+
 /// Actions beyond one's own data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Capability {
@@ -142,6 +154,14 @@ mod tests {
         assert_eq!(scope(&actor(Role::Manager), Access::Read), Scope::All);
         assert_eq!(scope(&actor(Role::Manager), Access::Write), Scope::Own(7));
         assert_eq!(scope(&actor(Role::Admin), Access::Write), Scope::All);
+    }
+
+    #[test]
+    fn writes_to_others_records() {
+        assert!(check_write(&actor(Role::Manager), 7).is_ok());
+        assert!(check_write(&actor(Role::Manager), 8).is_err());
+        assert!(check_write(&actor(Role::Admin), 8).is_ok());
+        assert!(check_write(&actor(Role::User), 8).is_err());
     }
 
     #[test]

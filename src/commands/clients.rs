@@ -1,7 +1,7 @@
 //! clients add | list | show | edit | delete | import | export.
 
 use super::{Ctx, confirm_delete, import, notice};
-use crate::auth::policy::{Access, scope};
+use crate::auth::policy::{Access, check_write, scope};
 use crate::cli::ClientsCmd;
 use crate::db::clients::{self, ClientChanges};
 use crate::error::Result;
@@ -47,10 +47,20 @@ pub async fn run(ctx: &Ctx, cmd: ClientsCmd) -> Result<()> {
                     .map(|c| validate::text("comment", &c, MAX_COMMENT))
                     .transpose()?,
             };
+            let current = clients::get(db, scope(&actor, Access::Read), id).await?;
+            check_write(&actor, current.owner_id)?;
             let client = clients::update(db, scope(&actor, Access::Write), id, &changes).await?;
             print_one(format, &client)
         }
         ClientsCmd::Delete { ids, yes } => {
+            for &id in &ids {
+                check_write(
+                    &actor,
+                    clients::get(db, scope(&actor, Access::Read), id)
+                        .await?
+                        .owner_id,
+                )?;
+            }
             confirm_delete("clients", &ids, yes)?;
             let n = clients::delete(db, scope(&actor, Access::Write), &ids).await?;
             notice(format!("deleted {n} client(s)"));

@@ -14,6 +14,11 @@ pub async fn run(ctx: &Ctx, cmd: MailingsCmd) -> Result<()> {
     let format = ctx.format();
     let read = scope(&actor, Access::Read);
     let write = scope(&actor, Access::Write);
+    // Changing a mailing: it must be visible, then the actor must be allowed to change it.
+    let writable = |id: i64| {
+        let actor = actor.clone();
+        async move { policy::check_write(&actor, mailings::get(db, read, id).await?.owner_id) }
+    };
     match cmd {
         MailingsCmd::Add {
             message,
@@ -59,21 +64,27 @@ pub async fn run(ctx: &Ctx, cmd: MailingsCmd) -> Result<()> {
                 start_at: start.map(|s| validate::datetime("start", &s)).transpose()?,
                 end_at: end.map(|s| validate::datetime("end", &s)).transpose()?,
             };
+            writable(id).await?;
             mailings::update(db, write, id, &changes).await?;
             print_one(format, &mailings::get(db, read, id).await?)
         }
         MailingsCmd::Delete { ids, yes } => {
+            for &id in &ids {
+                writable(id).await?;
+            }
             confirm_delete("mailings", &ids, yes)?;
             let n = mailings::delete(db, write, &ids).await?;
             notice(format!("deleted {n} mailing(s)"));
             Ok(())
         }
         MailingsCmd::AddClients { id, client_ids } => {
+            writable(id).await?;
             let n = mailings::add_clients(db, write, id, &client_ids).await?;
             notice(format!("added {n} recipient(s)"));
             print_one(format, &mailings::get(db, read, id).await?)
         }
         MailingsCmd::RemoveClients { id, client_ids } => {
+            writable(id).await?;
             let n = mailings::remove_clients(db, write, id, &client_ids).await?;
             notice(format!("removed {n} recipient(s)"));
             print_one(format, &mailings::get(db, read, id).await?)

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::{Ctx, confirm_delete, notice};
-use crate::auth::policy::{Access, scope};
+use crate::auth::policy::{Access, check_write, scope};
 use crate::cli::MessagesCmd;
 use crate::db::messages::{self, MessageChanges};
 use crate::error::{Error, Result};
@@ -77,10 +77,24 @@ pub async fn run(ctx: &Ctx, cmd: MessagesCmd) -> Result<()> {
             if changes.body.as_deref().is_some_and(|b| b.trim().is_empty()) {
                 return Err(Error::invalid("body", "is required"));
             }
+            check_write(
+                &actor,
+                messages::get(db, scope(&actor, Access::Read), id)
+                    .await?
+                    .owner_id,
+            )?;
             let msg = messages::update(db, scope(&actor, Access::Write), id, &changes).await?;
             print_one(format, &msg)
         }
         MessagesCmd::Delete { ids, yes, force } => {
+            for &id in &ids {
+                check_write(
+                    &actor,
+                    messages::get(db, scope(&actor, Access::Read), id)
+                        .await?
+                        .owner_id,
+                )?;
+            }
             confirm_delete("messages", &ids, yes)?;
             let n = messages::delete(db, scope(&actor, Access::Write), &ids, force).await?;
             notice(format!("deleted {n} message(s)"));
