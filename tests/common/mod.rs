@@ -32,10 +32,18 @@ impl Env {
     pub fn new(backend: Backend) -> Env {
         let dir = tempfile::tempdir().expect("temp dir");
         let db_url = match backend {
-            Backend::Sqlite => format!("sqlite://{}", dir.path().join("data/mailctl/mailctl.db").display()),
+            Backend::Sqlite => format!(
+                "sqlite://{}",
+                dir.path().join("data/mailctl/mailctl.db").display()
+            ),
             Backend::Postgres => servers::postgres_fresh_database(),
         };
-        Env { dir, backend, db_url, vars: Vec::new() }
+        Env {
+            dir,
+            backend,
+            db_url,
+            vars: Vec::new(),
+        }
     }
 
     pub fn set(&mut self, key: &str, value: &str) {
@@ -70,14 +78,22 @@ impl Env {
 
     /// A caller with their own session file.
     pub fn as_(&self, who: &str) -> Caller<'_> {
-        Caller { env: self, who: who.to_string() }
+        Caller {
+            env: self,
+            who: who.to_string(),
+        }
     }
 
     /// The first administrator, logged in as "admin".
     pub fn admin(&self) -> Caller<'_> {
         let admin = self.as_("admin");
         if !self.session_file("admin").exists() {
-            admin.stdin(&["csu", "--email", "admin@example.com", "--password-stdin"], PASSWORD).success();
+            admin
+                .stdin(
+                    &["csu", "--email", "admin@example.com", "--password-stdin"],
+                    PASSWORD,
+                )
+                .success();
             admin.login("admin@example.com");
         }
         admin
@@ -92,7 +108,9 @@ impl Env {
             "admin" => "csu",
             other => panic!("unknown role {other}"),
         };
-        self.admin().stdin(&[cmd, "--email", &email, "--password-stdin"], PASSWORD).success();
+        self.admin()
+            .stdin(&[cmd, "--email", &email, "--password-stdin"], PASSWORD)
+            .success();
         let caller = self.as_(who);
         caller.login(&email);
         caller
@@ -137,7 +155,12 @@ impl Run {
     }
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.output.stdout).unwrap_or_else(|e| {
-            panic!("`mailctl {}` printed no JSON ({e}):\n{}\n{}", self.args, self.stdout(), self.stderr())
+            panic!(
+                "`mailctl {}` printed no JSON ({e}):\n{}\n{}",
+                self.args,
+                self.stdout(),
+                self.stderr()
+            )
         })
     }
 }
@@ -156,7 +179,10 @@ impl Caller<'_> {
         cmd.args(args);
         cmd.write_stdin(input.map(|i| format!("{i}\n")).unwrap_or_default());
         let output = cmd.output().expect("run mailctl");
-        Run { output, args: args.join(" ") }
+        Run {
+            output,
+            args: args.join(" "),
+        }
     }
 
     /// Runs with `--format json`, expects success, returns the parsed output.
@@ -171,7 +197,8 @@ impl Caller<'_> {
     }
 
     pub fn login(&self, email: &str) {
-        self.stdin(&["login", "--email", email, "--password-stdin"], PASSWORD).success();
+        self.stdin(&["login", "--email", email, "--password-stdin"], PASSWORD)
+            .success();
     }
 
     /// Adds a client and returns its id.
@@ -183,7 +210,14 @@ impl Caller<'_> {
 
     /// Adds a message and returns its id.
     pub fn message(&self, subject: &str) -> i64 {
-        self.json(&["messages", "add", "--subject", subject, "--body", "Hello {{full_name}}"])["id"]
+        self.json(&[
+            "messages",
+            "add",
+            "--subject",
+            subject,
+            "--body",
+            "Hello {{full_name}}",
+        ])["id"]
             .as_i64()
             .expect("message id")
     }
@@ -194,7 +228,16 @@ impl Caller<'_> {
         let end = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
         let msg = message.to_string();
         let ids: Vec<String> = clients.iter().map(i64::to_string).collect();
-        let mut args = vec!["mailings", "add", "--message", &msg, "--start", &start, "--end", &end];
+        let mut args = vec![
+            "mailings",
+            "add",
+            "--message",
+            &msg,
+            "--start",
+            &start,
+            "--end",
+            &end,
+        ];
         for id in &ids {
             args.extend(["--client", id]);
         }
@@ -211,11 +254,11 @@ macro_rules! on_both_backends {
             mod $name {
                 #[test]
                 fn sqlite() {
-                    super::$name(&crate::common::Env::new(crate::common::Backend::Sqlite));
+                    super::$name(&$crate::common::Env::new($crate::common::Backend::Sqlite));
                 }
                 #[test]
                 fn postgres() {
-                    super::$name(&crate::common::Env::new(crate::common::Backend::Postgres));
+                    super::$name(&$crate::common::Env::new($crate::common::Backend::Postgres));
                 }
             }
         )+
