@@ -38,7 +38,13 @@ pub struct Cli {
     pub database_url: Option<String>,
 
     /// Output format for records
-    #[arg(long, env = "MAILCTL_FORMAT", global = true, value_enum)]
+    #[arg(
+        long,
+        env = "MAILCTL_FORMAT",
+        global = true,
+        value_enum,
+        hide_env_values = true
+    )]
     pub format: Option<Format>,
 
     #[command(subcommand)]

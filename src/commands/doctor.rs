@@ -1,9 +1,257 @@
-//! doctor: checks the setup and says plainly what is wrong (issue 6).
-#![allow(unused_variables)]
+//! doctor: checks the database, migrations, SMTP, Redis and the base URL, and says plainly
+//! what is wrong. Exit 1 when a check fails; warnings alone exit 0.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
 
 use super::Ctx;
+use crate::config::redact_url;
+use crate::db::Db;
 use crate::error::{Error, Result};
+use crate::output::{Record, print_list};
+
+#[derive(Debug, Serialize)]
+pub struct Check {
+    pub check: &'static str,
+    pub status: &'static str,
+    pub detail: String,
+}
+
+impl Record for Check {
+    const HEADERS: &'static [&'static str] = &["check", "status", "detail"];
+    fn cells(&self) -> Vec<String> {
+        vec![self.check.into(), self.status.into(), self.detail.clone()]
+    }
+}
+
+fn ok(check: &'static str, detail: impl Into<String>) -> Check {
+    Check {
+        check,
+        status: "ok",
+        detail: detail.into(),
+    }
+}
+fn warn(check: &'static str, detail: impl Into<String>) -> Check {
+    Check {
+        check,
+        status: "warning",
+        detail: detail.into(),
+    }
+}
+fn fail(check: &'static str, detail: impl Into<String>) -> Check {
+    Check {
+        check,
+        status: "FAIL",
+        detail: detail.into(),
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(5);
 
 pub async fn run(ctx: &Ctx) -> Result<()> {
-    Err(Error::runtime("doctor is not implemented yet"))
+    let config = &ctx.config;
+    let mut checks = Vec::new();
+
+    match Db::connect(&config.database_url, 1).await {
+        Ok(db) => {
+            checks.push(ok("database", redact_url(&config.database_url)));
+            checks.push(match db.pending_migrations().await {
+                Ok(0) => ok("migrations", "up to date"),
+                Ok(n) => warn("migrations", format!("{n} pending: run `mailctl migrate`")),
+                Err(e) => fail("migrations", e.to_string()),
+            });
+            db.close().await;
+        }
+        Err(e) => checks.push(fail("database", e.to_string())),
+    }
+
+    checks.push(match &config.smtp_url {
+        None => match std::fs::create_dir_all(&config.outbox_dir) {
+            Ok(()) => ok(
+                "smtp",
+                format!(
+                    "not set: letters go to the outbox {}",
+                    config.outbox_dir.display()
+                ),
+            ),
+            Err(e) => fail(
+                "smtp",
+                format!(
+                    "outbox {} is not writable: {e}",
+                    config.outbox_dir.display()
+                ),
+            ),
+        },
+        Some(url) => check_smtp(url).await,
+    });
+
+    checks.push(match &config.redis_url {
+        None => ok("redis", "not set: no cache, per-process rate limit"),
+        Some(url) => check_redis(url).await,
+    });
+
+    checks.push(check_base_url(&config.base_url).await);
+
+    print_list(ctx.format(), &checks)?;
+    let failed = checks.iter().filter(|c| c.status == "FAIL").count();
+    if failed > 0 {
+        return Err(Error::runtime(format!("{failed} check(s) failed")));
+    }
+    Ok(())
+}
+
+/// host:port of a URL with a default port.
+fn host_port(url: &str, default_port: u16) -> Option<(String, u16)> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?']).next()?;
+    let hostport = authority
+        .rsplit_once('@')
+        .map(|(_, h)| h)
+        .unwrap_or(authority);
+    match hostport.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+            Some((h.trim_matches(['[', ']']).to_string(), p.parse().ok()?))
+        }
+        _ => Some((hostport.trim_matches(['[', ']']).to_string(), default_port)),
+    }
+}
+
+/// Speaks enough SMTP to see the greeting and the EHLO capabilities (STARTTLS).
+async fn check_smtp(url: &str) -> Check {
+    let shown = redact_url(url);
+    let implicit_tls = url.starts_with("smtps://");
+    let Some((host, port)) = host_port(url, if implicit_tls { 465 } else { 25 }) else {
+        return fail("smtp", format!("{shown}: not a URL like smtp://host:port"));
+    };
+    if implicit_tls {
+        return match timeout(WAIT, TcpStream::connect((host.as_str(), port))).await {
+            Ok(Ok(_)) => ok(
+                "smtp",
+                format!("{shown}: port open (implicit TLS, not negotiated here)"),
+            ),
+            Ok(Err(e)) => fail("smtp", format!("{shown}: cannot connect: {e}")),
+            Err(_) => fail("smtp", format!("{shown}: connection timed out")),
+        };
+    }
+    let talk = async {
+        let stream = TcpStream::connect((host.as_str(), port)).await?;
+        let (r, mut w) = stream.into_split();
+        let mut lines = BufReader::new(r).lines();
+        let greeting = lines.next_line().await?.unwrap_or_default();
+        w.write_all(b"EHLO mailctl-doctor\r\n").await?;
+        let mut caps = Vec::new();
+        while let Some(line) = lines.next_line().await? {
+            let last = line.as_bytes().get(3) != Some(&b'-');
+            caps.push(line);
+            if last {
+                break;
+            }
+        }
+        let _ = w.write_all(b"QUIT\r\n").await;
+        Ok::<_, std::io::Error>((greeting, caps))
+    };
+    match timeout(WAIT, talk).await {
+        Err(_) => fail(
+            "smtp",
+            format!("{shown}: no answer within {}s", WAIT.as_secs()),
+        ),
+        Ok(Err(e)) => fail("smtp", format!("{shown}: cannot connect: {e}")),
+        Ok(Ok((greeting, _))) if !greeting.starts_with("220") => {
+            fail("smtp", format!("{shown}: unexpected greeting {greeting:?}"))
+        }
+        Ok(Ok((_, caps))) if !caps.first().is_some_and(|c| c.starts_with("250")) => fail(
+            "smtp",
+            format!("{shown}: EHLO refused: {}", caps.join(" | ")),
+        ),
+        Ok(Ok((_, caps))) => {
+            let starttls = caps
+                .iter()
+                .any(|c| c.to_ascii_uppercase().contains("STARTTLS"));
+            let required = url.contains("tls=required");
+            match (starttls, required) {
+                (true, _) => ok("smtp", format!("{shown}: EHLO ok, STARTTLS offered")),
+                (false, true) => fail(
+                    "smtp",
+                    format!("{shown}: tls=required but the server offers no STARTTLS"),
+                ),
+                (false, false) => warn(
+                    "smtp",
+                    format!("{shown}: EHLO ok, but no STARTTLS: letters travel unencrypted"),
+                ),
+            }
+        }
+    }
+}
+
+async fn check_redis(url: &str) -> Check {
+    let shown = redact_url(url);
+    let ping = async {
+        let client = redis::Client::open(url)?;
+        let mut con = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING").query_async::<String>(&mut con).await
+    };
+    match timeout(WAIT, ping).await {
+        Ok(Ok(pong)) if pong == "PONG" => ok("redis", format!("{shown}: PING answered")),
+        Ok(Ok(other)) => fail("redis", format!("{shown}: PING answered {other:?}")),
+        Ok(Err(e)) => fail("redis", format!("{shown}: {e}")),
+        Err(_) => fail(
+            "redis",
+            format!("{shown}: no answer within {}s", WAIT.as_secs()),
+        ),
+    }
+}
+
+async fn check_base_url(base: &str) -> Check {
+    let https = base.starts_with("https://");
+    if !https && !base.starts_with("http://") {
+        return fail(
+            "base-url",
+            format!("{base}: must start with http:// or https://"),
+        );
+    }
+    let Some((host, port)) = host_port(base, if https { 443 } else { 80 }) else {
+        return fail("base-url", format!("{base}: not a URL"));
+    };
+    let local = host == "localhost" || host.starts_with("127.") || host == "::1";
+    match timeout(WAIT, TcpStream::connect((host.as_str(), port))).await {
+        Ok(Ok(_)) if !https && !local => warn(
+            "base-url",
+            format!("{base}: reachable, but plain http: links in letters are not encrypted"),
+        ),
+        Ok(Ok(_)) if local => warn(
+            "base-url",
+            format!("{base}: reachable, but a loopback address works only on this machine"),
+        ),
+        Ok(Ok(_)) => ok("base-url", format!("{base}: reachable")),
+        _ => warn(
+            "base-url",
+            format!("{base}: nothing answers: is `mailctl serve` running behind it?"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_port;
+
+    #[test]
+    fn host_and_port() {
+        assert_eq!(
+            host_port("smtp://u:p@mx.example.com:2525", 25),
+            Some(("mx.example.com".into(), 2525))
+        );
+        assert_eq!(
+            host_port("smtp://mx.example.com", 25),
+            Some(("mx.example.com".into(), 25))
+        );
+        assert_eq!(
+            host_port("https://mail.example.com/x", 443),
+            Some(("mail.example.com".into(), 443))
+        );
+        assert_eq!(host_port("no url", 1), None);
+    }
 }

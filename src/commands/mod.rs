@@ -104,8 +104,8 @@ async fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Messages(c) => messages::run(ctx, c).await,
         Command::Mailings(c) => mailings::run(ctx, c).await,
         Command::Completions(a) => {
-            let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(a.shell, &mut cmd, "mailctl", &mut io::stdout());
+            use std::io::Write;
+            io::stdout().write_all(&crate::docs::completion(a.shell))?;
             Ok(())
         }
         Command::Register(a) => register::register(ctx, a).await,

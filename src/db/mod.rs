@@ -121,6 +121,23 @@ impl Db {
         matches!(applied, Ok(Some(v)) if v >= latest)
     }
 
+    /// How many migrations this binary knows that the database has not applied.
+    pub async fn pending_migrations(&self) -> Result<usize> {
+        let sql = "SELECT version FROM _sqlx_migrations WHERE success";
+        let applied: Vec<i64> = match on_pool!(self, p => sqlx::query_scalar(sql).fetch_all(p).await)
+        {
+            Ok(v) => v,
+            // No table yet: nothing applied.
+            Err(sqlx::Error::Database(_)) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(self
+            .migrator()
+            .iter()
+            .filter(|m| !applied.contains(&m.version))
+            .count())
+    }
+
     /// Applies pending migrations (safe to run concurrently: sqlx takes a lock).
     pub async fn migrate(&self) -> Result<()> {
         on_pool!(self, p => self.migrator().run(p).await)?;

@@ -1,0 +1,20 @@
+//! Puts `git describe` into the version when the source is a git checkout.
+
+use std::process::Command;
+
+fn main() {
+    println!("cargo:rerun-if-changed=.git/HEAD");
+    println!("cargo:rerun-if-changed=.git/refs");
+    let describe = Command::new("git")
+        .args(["describe", "--tags", "--always", "--dirty"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
+    if let Some(d) = describe {
+        let version = env!("CARGO_PKG_VERSION");
+        println!("cargo:rustc-env=MAILCTL_GIT_DESCRIBE={version} ({d})");
+    }
+}

@@ -1,0 +1,520 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_mailctl_global_optspecs
+    string join \n database-url= format= h/help V/version
+end
+
+function __fish_mailctl_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_mailctl_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_mailctl_using_subcommand
+    set -l cmd (__fish_mailctl_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c mailctl -n "__fish_mailctl_needs_command" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_needs_command" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_needs_command" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_needs_command" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_needs_command" -f -a "migrate" -d 'Apply database migrations (also done automatically on first use)'
+complete -c mailctl -n "__fish_mailctl_needs_command" -f -a "csu" -d 'Create an administrator (the first one needs no login)'
+complete -c mailctl -n "__fish_mailctl_needs_command" -f -a "create-user" -d 'Create an account with the role `user` (administrators only)'
+complete -c mailctl -n "__fish_mailctl_needs_command" -f -a "create-manager" -d 'Create an account with the role `manager` (administrators only)'
+complete -c mailctl -n "__fish_mailctl_needs_command" -f -a "register" -d 'Sign up; emails a confirmation link'
+complete -c mailctl -n "__fish_mailctl_needs_command" -f -a "login" -d 'Log in and keep a session in the session file'
+complete -c mailctl -n "__fish_mailctl_needs_command" -f -a "logout" -d 'End the current session'
+complete -c mailctl -n "__fish_mailctl_needs_command" -f -a "whoami" -d 'Show the logged-in account'
+complete -c mailctl -n "__fish_mailctl_needs_command" -f -a "password" -d 'Reset or change a password'
+complete -c mailctl -n "__fish_mailctl_needs_command" -f -a "users" -d 'List, block and unblock accounts (managers and administrators)'
+complete -c mailctl -n "__fish_mailctl_needs_command" -f -a "serve" -d 'Serve the emailed links: /confirm/{token}, /reset/{token}, /unsubscribe/{token}'
+complete -c mailctl -n "__fish_mailctl_needs_command" -f -a "clients" -d 'Recipients of mailings'
+complete -c mailctl -n "__fish_mailctl_needs_command" -f -a "messages" -d 'Letters: subject and body'
+complete -c mailctl -n "__fish_mailctl_needs_command" -f -a "mailings" -d 'Mailings: a message, a time window and a list of clients'
+complete -c mailctl -n "__fish_mailctl_needs_command" -f -a "attempts" -d 'Send attempts, one row per try'
+complete -c mailctl -n "__fish_mailctl_needs_command" -f -a "send-due" -d 'Send every due mailing (run from cron every minute)'
+complete -c mailctl -n "__fish_mailctl_needs_command" -f -a "stats" -d 'Statistics of send attempts'
+complete -c mailctl -n "__fish_mailctl_needs_command" -f -a "completions" -d 'Print a shell completion script'
+complete -c mailctl -n "__fish_mailctl_needs_command" -f -a "doctor" -d 'Check the database, migrations, SMTP, Redis and the base URL'
+complete -c mailctl -n "__fish_mailctl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand migrate" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand migrate" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand migrate" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand migrate" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand csu" -l email -d 'Email address (the login)' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand csu" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand csu" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand csu" -l password-stdin -d 'Read the password from standard input (one line) instead of prompting'
+complete -c mailctl -n "__fish_mailctl_using_subcommand csu" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand csu" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand create-user" -l email -d 'Email address (the login)' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand create-user" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand create-user" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand create-user" -l password-stdin -d 'Read the password from standard input (one line) instead of prompting'
+complete -c mailctl -n "__fish_mailctl_using_subcommand create-user" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand create-user" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand create-manager" -l email -d 'Email address (the login)' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand create-manager" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand create-manager" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand create-manager" -l password-stdin -d 'Read the password from standard input (one line) instead of prompting'
+complete -c mailctl -n "__fish_mailctl_using_subcommand create-manager" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand create-manager" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand register" -l email -d 'Email address (the login)' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand register" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand register" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand register" -l password-stdin -d 'Read the password from standard input (one line) instead of prompting'
+complete -c mailctl -n "__fish_mailctl_using_subcommand register" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand register" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand login" -l email -d 'Email address' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand login" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand login" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand login" -l password-stdin -d 'Read the password from standard input (one line)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand login" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand login" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand logout" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand logout" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand logout" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand logout" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand whoami" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand whoami" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand whoami" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand whoami" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and not __fish_seen_subcommand_from reset change help" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and not __fish_seen_subcommand_from reset change help" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and not __fish_seen_subcommand_from reset change help" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and not __fish_seen_subcommand_from reset change help" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and not __fish_seen_subcommand_from reset change help" -f -a "reset" -d 'Email a password reset link (the same reply whether or not the account exists)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and not __fish_seen_subcommand_from reset change help" -f -a "change" -d 'Change the password of the logged-in account (old, then new)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and not __fish_seen_subcommand_from reset change help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from reset" -l email -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from reset" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from reset" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from reset" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from reset" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from change" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from change" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from change" -l password-stdin -d 'Read the old and the new password from standard input, one per line'
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from change" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from change" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from help" -f -a "reset" -d 'Email a password reset link (the same reply whether or not the account exists)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from help" -f -a "change" -d 'Change the password of the logged-in account (old, then new)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock help" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock help" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock help" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock help" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock help" -f -a "list" -d 'List accounts'
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock help" -f -a "block" -d 'Block an account: no login, sessions end, mailings stop'
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock help" -f -a "unblock" -d 'Unblock an account'
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from list" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from list" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from block" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from block" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from block" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from block" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unblock" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unblock" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unblock" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unblock" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from help" -f -a "list" -d 'List accounts'
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from help" -f -a "block" -d 'Block an account: no login, sessions end, mailings stop'
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from help" -f -a "unblock" -d 'Unblock an account'
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand serve" -l bind -d 'Address to listen on' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand serve" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand serve" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand serve" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand serve" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_seen_subcommand_from add list show edit delete import export help" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_seen_subcommand_from add list show edit delete import export help" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_seen_subcommand_from add list show edit delete import export help" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_seen_subcommand_from add list show edit delete import export help" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_seen_subcommand_from add list show edit delete import export help" -f -a "add" -d 'Add a client'
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_seen_subcommand_from add list show edit delete import export help" -f -a "list" -d 'List clients'
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_seen_subcommand_from add list show edit delete import export help" -f -a "show" -d 'Show one client'
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_seen_subcommand_from add list show edit delete import export help" -f -a "edit" -d 'Change a client'
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_seen_subcommand_from add list show edit delete import export help" -f -a "delete" -d 'Delete clients'
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_seen_subcommand_from add list show edit delete import export help" -f -a "import" -d 'Import clients from CSV (header row: email, full_name|name, comment)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_seen_subcommand_from add list show edit delete import export help" -f -a "export" -d 'Export clients as CSV (default) or JSON, in the import\'s column names'
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_seen_subcommand_from add list show edit delete import export help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -l email -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -l name -d 'Full name' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -l comment -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from list" -l search -d 'Only clients whose email, name or comment contains this text' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from list" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from list" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from show" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from show" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from show" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -l email -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -l name -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -l comment -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from delete" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from delete" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from delete" -s y -l yes -d 'Do not ask for confirmation'
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from delete" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from delete" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from import" -l on-conflict -d 'What to do with an email the owner already has (or that repeats in the file)' -r -f -a "skip\t''
+update\t''
+error\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from import" -l rejects -d 'Write rejected rows with their reasons to this CSV file' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from import" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from import" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from import" -l dry-run -d 'Validate and count without writing'
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from import" -l skip-invalid -d 'Import the good rows and report the bad ones instead of failing'
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from import" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from import" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from export" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from export" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from export" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from export" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from help" -f -a "add" -d 'Add a client'
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from help" -f -a "list" -d 'List clients'
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from help" -f -a "show" -d 'Show one client'
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from help" -f -a "edit" -d 'Change a client'
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from help" -f -a "delete" -d 'Delete clients'
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from help" -f -a "import" -d 'Import clients from CSV (header row: email, full_name|name, comment)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from help" -f -a "export" -d 'Export clients as CSV (default) or JSON, in the import\'s column names'
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and not __fish_seen_subcommand_from add list show edit delete help" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and not __fish_seen_subcommand_from add list show edit delete help" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and not __fish_seen_subcommand_from add list show edit delete help" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and not __fish_seen_subcommand_from add list show edit delete help" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and not __fish_seen_subcommand_from add list show edit delete help" -f -a "add" -d 'Add a message'
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and not __fish_seen_subcommand_from add list show edit delete help" -f -a "list" -d 'List messages'
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and not __fish_seen_subcommand_from add list show edit delete help" -f -a "show" -d 'Show one message'
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and not __fish_seen_subcommand_from add list show edit delete help" -f -a "edit" -d 'Change a message'
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and not __fish_seen_subcommand_from add list show edit delete help" -f -a "delete" -d 'Delete messages'
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and not __fish_seen_subcommand_from add list show edit delete help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from add" -l subject -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from add" -l body -d 'Plain-text body' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from add" -l body-file -d 'Read the plain-text body from a file' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from add" -l html-file -d 'Optional HTML alternative, read from a file' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from add" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from add" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from add" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from list" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from list" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from show" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from show" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from show" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l subject -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l body -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l body-file -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l html-file -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l no-html -d 'Remove the HTML alternative'
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from delete" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from delete" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from delete" -s y -l yes
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from delete" -l force -d 'Also delete the mailings that use the message'
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from delete" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from delete" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from help" -f -a "add" -d 'Add a message'
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from help" -f -a "list" -d 'List messages'
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from help" -f -a "show" -d 'Show one message'
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from help" -f -a "edit" -d 'Change a message'
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from help" -f -a "delete" -d 'Delete messages'
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -f -a "add" -d 'Add a mailing'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -f -a "list" -d 'List mailings'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -f -a "show" -d 'Show one mailing'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -f -a "edit" -d 'Change a mailing'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -f -a "delete" -d 'Delete mailings'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -f -a "add-clients" -d 'Add recipients to a mailing'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -f -a "remove-clients" -d 'Remove recipients from a mailing'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -f -a "disable" -d 'Stop a mailing from being sent (managers and administrators)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -f -a "enable" -d 'Allow a disabled mailing to be sent again (managers and administrators)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -f -a "send" -d 'Send one mailing now, outside the cron (owner or administrator)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l message -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l start -d 'Start (RFC 3339; UTC when no offset)' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l end -d 'End (RFC 3339), after the start' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l client -d 'A recipient (repeatable)' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l all-clients -d 'Every client of the owner'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from list" -l status -r -f -a "created\t''
+active\t''
+completed\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from list" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from list" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from show" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from show" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from show" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -l message -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -l start -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -l end -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from delete" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from delete" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from delete" -s y -l yes
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from delete" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from delete" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add-clients" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add-clients" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add-clients" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add-clients" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from remove-clients" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from remove-clients" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from remove-clients" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from remove-clients" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from disable" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from disable" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from disable" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from disable" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from enable" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from enable" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from enable" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from enable" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -l concurrency -d 'Letters in flight at once (SMTP connections in the pool)' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -l rate -d 'At most N letters per second across all workers' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -l limit -d 'Send at most N letters in this run' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -l dry-run -d 'Show what would be sent without sending'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from help" -f -a "add" -d 'Add a mailing'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from help" -f -a "list" -d 'List mailings'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from help" -f -a "show" -d 'Show one mailing'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from help" -f -a "edit" -d 'Change a mailing'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from help" -f -a "delete" -d 'Delete mailings'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from help" -f -a "add-clients" -d 'Add recipients to a mailing'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from help" -f -a "remove-clients" -d 'Remove recipients from a mailing'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from help" -f -a "disable" -d 'Stop a mailing from being sent (managers and administrators)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from help" -f -a "enable" -d 'Allow a disabled mailing to be sent again (managers and administrators)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from help" -f -a "send" -d 'Send one mailing now, outside the cron (owner or administrator)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and not __fish_seen_subcommand_from list help" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and not __fish_seen_subcommand_from list help" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and not __fish_seen_subcommand_from list help" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and not __fish_seen_subcommand_from list help" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and not __fish_seen_subcommand_from list help" -f -a "list" -d 'List send attempts (streamed)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and not __fish_seen_subcommand_from list help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -l mailing -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -l status -r -f -a "success\t''
+failure\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -l since -d 'Only attempts at or after this time (RFC 3339)' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -l until -d 'Only attempts before this time (RFC 3339)' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from help" -f -a "list" -d 'List send attempts (streamed)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -l concurrency -d 'Letters in flight at once (SMTP connections in the pool)' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -l rate -d 'At most N letters per second across all workers' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -l limit -d 'Send at most N letters in this run' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -l dry-run -d 'Show what would be sent without sending'
+complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l by -d 'Group the figures (default: one overall row)' -r -f -a "mailing\t''
+user\t''
+day\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l mailing -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l since -d 'From this time (RFC 3339)' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l until -d 'Until this time (RFC 3339)' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l no-cache -d 'Read from the database, bypassing the Redis cache'
+complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand completions" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand completions" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand completions" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand completions" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand doctor" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand doctor" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand doctor" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand doctor" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and not __fish_seen_subcommand_from migrate csu create-user create-manager register login logout whoami password users serve clients messages mailings attempts send-due stats completions doctor help" -f -a "migrate" -d 'Apply database migrations (also done automatically on first use)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and not __fish_seen_subcommand_from migrate csu create-user create-manager register login logout whoami password users serve clients messages mailings attempts send-due stats completions doctor help" -f -a "csu" -d 'Create an administrator (the first one needs no login)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and not __fish_seen_subcommand_from migrate csu create-user create-manager register login logout whoami password users serve clients messages mailings attempts send-due stats completions doctor help" -f -a "create-user" -d 'Create an account with the role `user` (administrators only)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and not __fish_seen_subcommand_from migrate csu create-user create-manager register login logout whoami password users serve clients messages mailings attempts send-due stats completions doctor help" -f -a "create-manager" -d 'Create an account with the role `manager` (administrators only)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and not __fish_seen_subcommand_from migrate csu create-user create-manager register login logout whoami password users serve clients messages mailings attempts send-due stats completions doctor help" -f -a "register" -d 'Sign up; emails a confirmation link'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and not __fish_seen_subcommand_from migrate csu create-user create-manager register login logout whoami password users serve clients messages mailings attempts send-due stats completions doctor help" -f -a "login" -d 'Log in and keep a session in the session file'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and not __fish_seen_subcommand_from migrate csu create-user create-manager register login logout whoami password users serve clients messages mailings attempts send-due stats completions doctor help" -f -a "logout" -d 'End the current session'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and not __fish_seen_subcommand_from migrate csu create-user create-manager register login logout whoami password users serve clients messages mailings attempts send-due stats completions doctor help" -f -a "whoami" -d 'Show the logged-in account'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and not __fish_seen_subcommand_from migrate csu create-user create-manager register login logout whoami password users serve clients messages mailings attempts send-due stats completions doctor help" -f -a "password" -d 'Reset or change a password'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and not __fish_seen_subcommand_from migrate csu create-user create-manager register login logout whoami password users serve clients messages mailings attempts send-due stats completions doctor help" -f -a "users" -d 'List, block and unblock accounts (managers and administrators)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and not __fish_seen_subcommand_from migrate csu create-user create-manager register login logout whoami password users serve clients messages mailings attempts send-due stats completions doctor help" -f -a "serve" -d 'Serve the emailed links: /confirm/{token}, /reset/{token}, /unsubscribe/{token}'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and not __fish_seen_subcommand_from migrate csu create-user create-manager register login logout whoami password users serve clients messages mailings attempts send-due stats completions doctor help" -f -a "clients" -d 'Recipients of mailings'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and not __fish_seen_subcommand_from migrate csu create-user create-manager register login logout whoami password users serve clients messages mailings attempts send-due stats completions doctor help" -f -a "messages" -d 'Letters: subject and body'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and not __fish_seen_subcommand_from migrate csu create-user create-manager register login logout whoami password users serve clients messages mailings attempts send-due stats completions doctor help" -f -a "mailings" -d 'Mailings: a message, a time window and a list of clients'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and not __fish_seen_subcommand_from migrate csu create-user create-manager register login logout whoami password users serve clients messages mailings attempts send-due stats completions doctor help" -f -a "attempts" -d 'Send attempts, one row per try'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and not __fish_seen_subcommand_from migrate csu create-user create-manager register login logout whoami password users serve clients messages mailings attempts send-due stats completions doctor help" -f -a "send-due" -d 'Send every due mailing (run from cron every minute)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and not __fish_seen_subcommand_from migrate csu create-user create-manager register login logout whoami password users serve clients messages mailings attempts send-due stats completions doctor help" -f -a "stats" -d 'Statistics of send attempts'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and not __fish_seen_subcommand_from migrate csu create-user create-manager register login logout whoami password users serve clients messages mailings attempts send-due stats completions doctor help" -f -a "completions" -d 'Print a shell completion script'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and not __fish_seen_subcommand_from migrate csu create-user create-manager register login logout whoami password users serve clients messages mailings attempts send-due stats completions doctor help" -f -a "doctor" -d 'Check the database, migrations, SMTP, Redis and the base URL'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and not __fish_seen_subcommand_from migrate csu create-user create-manager register login logout whoami password users serve clients messages mailings attempts send-due stats completions doctor help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from password" -f -a "reset" -d 'Email a password reset link (the same reply whether or not the account exists)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from password" -f -a "change" -d 'Change the password of the logged-in account (old, then new)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from users" -f -a "list" -d 'List accounts'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from users" -f -a "block" -d 'Block an account: no login, sessions end, mailings stop'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from users" -f -a "unblock" -d 'Unblock an account'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from clients" -f -a "add" -d 'Add a client'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from clients" -f -a "list" -d 'List clients'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from clients" -f -a "show" -d 'Show one client'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from clients" -f -a "edit" -d 'Change a client'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from clients" -f -a "delete" -d 'Delete clients'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from clients" -f -a "import" -d 'Import clients from CSV (header row: email, full_name|name, comment)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from clients" -f -a "export" -d 'Export clients as CSV (default) or JSON, in the import\'s column names'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from messages" -f -a "add" -d 'Add a message'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from messages" -f -a "list" -d 'List messages'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from messages" -f -a "show" -d 'Show one message'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from messages" -f -a "edit" -d 'Change a message'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from messages" -f -a "delete" -d 'Delete messages'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from mailings" -f -a "add" -d 'Add a mailing'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from mailings" -f -a "list" -d 'List mailings'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from mailings" -f -a "show" -d 'Show one mailing'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from mailings" -f -a "edit" -d 'Change a mailing'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from mailings" -f -a "delete" -d 'Delete mailings'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from mailings" -f -a "add-clients" -d 'Add recipients to a mailing'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from mailings" -f -a "remove-clients" -d 'Remove recipients from a mailing'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from mailings" -f -a "disable" -d 'Stop a mailing from being sent (managers and administrators)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from mailings" -f -a "enable" -d 'Allow a disabled mailing to be sent again (managers and administrators)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from mailings" -f -a "send" -d 'Send one mailing now, outside the cron (owner or administrator)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from attempts" -f -a "list" -d 'List send attempts (streamed)'

@@ -1,0 +1,251 @@
+#!/usr/bin/python3
+"""Scriptable SMTP server for mailctl's integration tests.
+
+Runs under the Debian interpreter (/usr/bin/python3) because aiosmtpd comes from the
+python3-aiosmtpd package. Started by tests/common/servers.rs, one instance per test.
+
+    /usr/bin/python3 tests/smtp_server.py --port 0 --dir DIR [--rules FILE] [--auth USER:PASS]
+
+DIR receives:
+  <n>.eml      every accepted message, raw bytes as received (written to a temp file, then
+               renamed, so a reader never sees half a message); n counts from 1
+  log.jsonl    one line per accepted message: n, file, mail_from, rcpt_tos, reply
+  events.jsonl one line per RCPT/DATA decision (accepted or not): stage, mail_from, rcpt(s),
+               reply -- lets tests count attempts, including rejected ones
+  port         the TCP port actually bound (written last, when the server accepts connections)
+
+Rules (JSON, re-read at every MAIL FROM, i.e. once per transaction; missing file = accept all):
+  {
+    "rcpt": [
+      {"match": "reject",   "reply": "550 5.1.1 User unknown"},
+      {"match": "tempfail", "reply": "451 4.3.0 Try again later", "times": 1},
+      {"match": "bounce",   "reply": "554 5.6.0 Content rejected", "stage": "data"},
+      {"match": "cut",      "reply": "drop"}
+    ],
+    "delay_seconds": 0,
+    "drop_connection": false
+  }
+  - "match" is a case-insensitive substring of the recipient address ("" matches everyone).
+    The first matching rule that still applies decides the reply.
+  - "times": N -> the rule answers only the first N attempts for a given address (counted in
+    memory across connections), later attempts fall through to the next rule / acceptance.
+  - "stage": "rcpt" (default) answers RCPT TO for that recipient; "data" lets RCPT pass and
+    answers the DATA of any transaction that includes that recipient (message not stored).
+  - "reply": "drop" closes the connection instead of replying.
+  - "delay_seconds": sleep this long before answering DATA (slow server).
+  - "drop_connection": false | "rcpt" | "data" | "after_data" (true means "data"):
+      rcpt       close the connection instead of answering RCPT TO
+      data       close it after the message body arrived, without storing the message
+      after_data store the message, then close without replying (the ambiguous
+                 "did it go out?" case)
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import sys
+import warnings
+import logging
+
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+
+DEFAULT_RULES = {"rcpt": [], "delay_seconds": 0, "drop_connection": False}
+
+
+def log_err(msg):
+    print(f"smtp_server.py: {msg}", file=sys.stderr, flush=True)
+
+
+def append_json(path, obj):
+    # One short write per line in append mode; a single-threaded event loop means no
+    # interleaving between connections.
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(obj) + "\n")
+
+
+class Handler:
+    def __init__(self, directory, rules_path):
+        self.dir = directory
+        self.rules_path = rules_path
+        self.counter = 0
+        # (rule match, reply, address) -> how many times that rule already fired
+        self.fired = {}
+
+    # -- rules -----------------------------------------------------------------
+
+    def load_rules(self):
+        if not self.rules_path or not os.path.exists(self.rules_path):
+            return dict(DEFAULT_RULES)
+        try:
+            with open(self.rules_path, encoding="utf-8") as f:
+                rules = json.load(f)
+        except (OSError, ValueError) as e:
+            # A broken rules file is a bug in the test: say so loudly, and make every
+            # transaction fail visibly rather than silently accepting.
+            log_err(f"cannot read rules file {self.rules_path}: {e}")
+            return {"broken": str(e)}
+        merged = dict(DEFAULT_RULES)
+        merged.update(rules)
+        return merged
+
+    def decide(self, rules, address, stage):
+        """Reply of the first applicable rule for this address at this stage, or None."""
+        addr = address.lower()
+        for rule in rules.get("rcpt", []):
+            if rule.get("stage", "rcpt") != stage:
+                continue
+            if str(rule.get("match", "")).lower() not in addr:
+                continue
+            key = (rule.get("match", ""), rule.get("reply"), addr)
+            times = rule.get("times")
+            if times is not None and self.fired.get(key, 0) >= int(times):
+                continue
+            self.fired[key] = self.fired.get(key, 0) + 1
+            return rule.get("reply", "550 5.7.1 Rejected by test rule")
+        return None
+
+    @staticmethod
+    def drop_mode(rules):
+        mode = rules.get("drop_connection", False)
+        return "data" if mode is True else (mode or None)
+
+    async def drop(self, server):
+        # abort() makes aiosmtpd's connection_lost() cancel the session task, which is
+        # then waiting right here: no reply ever goes out.
+        server.transport.abort()
+        await asyncio.sleep(3600)
+
+    # -- SMTP hooks ------------------------------------------------------------
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        rules = self.load_rules()
+        if "broken" in rules:
+            return "451 4.3.0 test server: broken rules file"
+        envelope.test_rules = rules
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 Ok"
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        rules = getattr(envelope, "test_rules", None) or self.load_rules()
+        event = {"stage": "rcpt", "mail_from": envelope.mail_from, "rcpt": address}
+        if self.drop_mode(rules) == "rcpt":
+            append_json(self.events_path, {**event, "reply": "drop"})
+            await self.drop(server)
+        reply = self.decide(rules, address, "rcpt")
+        append_json(self.events_path, {**event, "reply": reply or "250 2.1.5 Ok"})
+        if reply == "drop":
+            await self.drop(server)
+        if reply is not None:
+            return reply
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 Ok"
+
+    async def handle_DATA(self, server, session, envelope):
+        rules = getattr(envelope, "test_rules", None) or self.load_rules()
+        event = {"stage": "data", "mail_from": envelope.mail_from, "rcpt_tos": envelope.rcpt_tos}
+        delay = float(rules.get("delay_seconds") or 0)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        mode = self.drop_mode(rules)
+        if mode == "data":
+            append_json(self.events_path, {**event, "reply": "drop"})
+            await self.drop(server)
+        for rcpt in envelope.rcpt_tos:
+            reply = self.decide(rules, rcpt, "data")
+            if reply is not None:
+                append_json(self.events_path, {**event, "reply": reply})
+                if reply == "drop":
+                    await self.drop(server)
+                return reply
+
+        self.counter += 1
+        n = self.counter
+        queue_id = secrets.token_hex(5).upper()
+        reply = f"250 2.0.0 Ok: queued as {queue_id}"
+        name = f"{n}.eml"
+        tmp = os.path.join(self.dir, f".{name}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(envelope.original_content)
+        os.rename(tmp, os.path.join(self.dir, name))
+        if mode == "after_data":
+            reply = "drop"
+        append_json(
+            self.log_path,
+            {"n": n, "file": name, "mail_from": envelope.mail_from,
+             "rcpt_tos": envelope.rcpt_tos, "reply": reply},
+        )
+        append_json(self.events_path, {**event, "reply": reply})
+        if mode == "after_data":
+            await self.drop(server)
+        return reply
+
+    @property
+    def log_path(self):
+        return os.path.join(self.dir, "log.jsonl")
+
+    @property
+    def events_path(self):
+        return os.path.join(self.dir, "events.jsonl")
+
+
+def make_authenticator(user, password):
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        ok = (isinstance(auth_data, LoginPassword)
+              and auth_data.login.decode() == user
+              and auth_data.password.decode() == password)
+        # handled=False: let aiosmtpd send the standard 535 reply on failure.
+        return AuthResult(success=ok, handled=False)
+    return authenticator
+
+
+async def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--port", type=int, default=0, help="0 = pick a free port")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--dir", required=True)
+    p.add_argument("--rules", default=None)
+    p.add_argument("--auth", default=None, help="USER:PASS to require AUTH PLAIN/LOGIN")
+    args = p.parse_args()
+
+    os.makedirs(args.dir, exist_ok=True)
+    handler = Handler(args.dir, args.rules)
+    smtp_kwargs = {
+        "hostname": "mailctl-test-smtp",  # avoids a slow getfqdn() per connection
+        "enable_SMTPUTF8": True,
+        "decode_data": False,
+    }
+    if args.auth:
+        # Plain-text AUTH is exactly what we want here; silence aiosmtpd's warning about it.
+        warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
+        logging.getLogger("mail.log").setLevel(logging.ERROR)
+        user, _, password = args.auth.partition(":")
+        smtp_kwargs.update(
+            authenticator=make_authenticator(user, password),
+            auth_require_tls=False,
+            auth_required=True,
+        )
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: SMTP(handler, loop=loop, **smtp_kwargs), host=args.host, port=args.port
+    )
+    port = server.sockets[0].getsockname()[1]
+    # Announce readiness: the harness waits for this file, then for the 220 greeting.
+    tmp = os.path.join(args.dir, ".port.tmp")
+    with open(tmp, "w") as f:
+        f.write(str(port))
+    os.rename(tmp, os.path.join(args.dir, "port"))
+    log_err(f"listening on {args.host}:{port}, storing messages in {args.dir}")
+    async with server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
