@@ -44,13 +44,11 @@ fn io_result(r: io::Result<()>) -> Result<()> {
 fn new_table(headers: &[&str]) -> Table {
     let mut table = Table::new();
     let tty = io::stdout().is_terminal();
-    table
-        .load_preset(presets::UTF8_FULL_CONDENSED)
-        .set_content_arrangement(if tty {
-            ContentArrangement::Dynamic
-        } else {
-            ContentArrangement::Disabled
-        });
+    table.load_preset(presets::UTF8_FULL_CONDENSED);
+    // Wrap to the terminal only when it reports a usable width (a pty without a size says 0).
+    if tty && table.width().is_some_and(|w| w >= 40) {
+        table.set_content_arrangement(ContentArrangement::Dynamic);
+    }
     if tty {
         table.set_header(
             headers

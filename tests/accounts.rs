@@ -176,7 +176,19 @@ fn blocked_accounts_lose_access_at_once(env: &Env) {
     ann.run(&["clients", "list"]).success();
 }
 
+fn sessions_expire(env: &Env) {
+    let admin = env.admin();
+    admin.run(&["whoami"]).success();
+    assert_eq!(env.sql("UPDATE sessions SET expires_at = created_at"), 1);
+    let run = admin.run(&["whoami"]);
+    run.expect_code(3);
+    assert!(run.stderr().contains("expired"), "{}", run.stderr());
+    admin.login("admin@example.com");
+    admin.run(&["whoami"]).success();
+}
+
 on_both_backends!(
+    sessions_expire,
     first_admin_needs_no_login_later_ones_do,
     account_input_is_validated,
     login_logout_whoami,

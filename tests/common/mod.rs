@@ -51,6 +51,21 @@ impl Env {
         self.vars.push((key.to_string(), value.to_string()));
     }
 
+    /// Runs one SQL statement directly on the test database (to age a session, say).
+    pub fn sql(&self, statement: &str) -> u64 {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let db = mailctl::db::Db::connect(&self.db_url, 1).await.expect("connect");
+            let n = mailctl::on_pool!(&db, p => sqlx::query(statement).execute(p).await.map(|r| r.rows_affected()))
+                .unwrap_or_else(|e| panic!("{statement}: {e}"));
+            db.close().await;
+            n
+        })
+    }
+
     pub fn outbox(&self) -> PathBuf {
         self.dir.path().join("data/mailctl/outbox")
     }

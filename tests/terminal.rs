@@ -1,0 +1,84 @@
+//! Prompts on a real terminal (a pty made by util-linux `script`): passwords are asked twice,
+//! and `delete` asks for confirmation.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{Backend, Env};
+
+/// Runs `mailctl ARGS` on a pseudo-terminal, typing each answer after a pause.
+fn on_terminal(env: &Env, who: &str, args: &str, answers: &[&str]) -> (i32, String) {
+    let bin = assert_cmd::cargo::cargo_bin("mailctl");
+    let cmd = env.command(who);
+    let mut script = Command::new("script");
+    script.args(["-qfec", &format!("{} {args}", bin.display()), "/dev/null"]);
+    script.env_clear();
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            script.env(k, v);
+        }
+    }
+    script
+        .env("TERM", "xterm")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = script
+        .spawn()
+        .expect("util-linux `script` is needed for terminal tests");
+    let mut stdin = child.stdin.take().unwrap();
+    for answer in answers {
+        std::thread::sleep(Duration::from_millis(700));
+        stdin.write_all(format!("{answer}\r").as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn passwords_are_prompted_twice_and_delete_asks() {
+    let env = Env::new(Backend::Sqlite);
+    let (code, out) = on_terminal(
+        &env,
+        "admin",
+        "csu --email admin@example.com",
+        &["admin-pass-1", "admin-pass-1"],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("Password"), "{out}");
+    assert!(!out.contains("admin-pass-1"), "password echoed: {out}");
+    let (code, out) = on_terminal(
+        &env,
+        "admin",
+        "login --email admin@example.com",
+        &["admin-pass-1"],
+    );
+    assert_eq!(code, 0, "{out}");
+    let admin = env.as_("admin");
+    let id = admin.client("ivan@example.com").to_string();
+    // Answer "no": nothing is deleted.
+    let (code, _) = on_terminal(&env, "admin", &format!("clients delete {id}"), &["n"]);
+    assert_eq!(code, 5);
+    admin.run(&["clients", "show", &id]).success();
+    let (code, out) = on_terminal(&env, "admin", &format!("clients delete {id}"), &["y"]);
+    assert_eq!(code, 0, "{out}");
+    admin.run(&["clients", "show", &id]).expect_code(4);
+    // Mismatched passwords are asked again, not accepted.
+    let (code, out) = on_terminal(
+        &env,
+        "admin",
+        "create-user --email ann@example.com",
+        &["ann-pass-11", "ann-pass-22", "ann-pass-11", "ann-pass-11"],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("do not match"), "{out}");
+}
