@@ -138,6 +138,8 @@ impl Listener {
         // The server may answer (413) and close before reading everything: ignore write errors.
         let _ = s.write_all(bytes);
         let _ = s.flush();
+        // Half-close: a request that never ends its headers meets EOF instead of waiting.
+        let _ = s.shutdown(std::net::Shutdown::Write);
         let mut out = Vec::new();
         let _ = s.read_to_end(&mut out);
         Resp::parse(&out)
@@ -336,6 +338,24 @@ pub fn sql_count(env: &Env, query: &str) -> i64 {
                     .fetch_one(&mut c)
                     .await
                     .expect(query)
+            }
+        }
+    })
+}
+
+/// One text value from a query, on either backend.
+pub fn sql_text(env: &Env, query: &str) -> String {
+    use sqlx::Connection;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        match env.backend {
+            Backend::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&env.db_url).await.expect("sqlite");
+                sqlx::query_scalar::<_, String>(query).fetch_one(&mut c).await.expect(query)
+            }
+            Backend::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&env.db_url).await.expect("postgres");
+                sqlx::query_scalar::<_, String>(query).fetch_one(&mut c).await.expect(query)
             }
         }
     })
