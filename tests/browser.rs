@@ -20,16 +20,27 @@ fn confirm_and_reset_pages_in_a_real_browser() {
     let server = start_listener(&mut env);
     env.account("user", "ann");
     let anon = env.as_("anon");
-    anon.stdin(&["register", "--email", "web@example.com", "--password-stdin"], PASSWORD)
+    anon.stdin(
+        &["register", "--email", "web@example.com", "--password-stdin"],
+        PASSWORD,
+    )
+    .success();
+    anon.run(&["password", "reset", "--email", "ann@example.com"])
         .success();
-    anon.run(&["password", "reset", "--email", "ann@example.com"]).success();
     let confirm = last_link(&env, "web@example.com", "confirm");
     let reset = last_link(&env, "ann@example.com", "reset");
 
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/confirm_reset.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/browser/confirm_reset.py"
+    );
     let mut cmd = Command::new("python3");
-    cmd.args([script, "--base", &format!("http://127.0.0.1:{}", server.port)])
-        .args(["--confirm", &confirm, "--reset", &reset]);
+    cmd.args([
+        script,
+        "--base",
+        &format!("http://127.0.0.1:{}", server.port),
+    ])
+    .args(["--confirm", &confirm, "--reset", &reset]);
     if let Ok(dir) = std::env::var("MAILCTL_BROWSER_SCREENSHOTS") {
         std::fs::create_dir_all(&dir).unwrap();
         cmd.args(["--screenshots", &dir]);
@@ -44,9 +55,15 @@ fn confirm_and_reset_pages_in_a_real_browser() {
     );
     // What the browser did really happened.
     env.as_("web")
-        .stdin(&["login", "--email", "web@example.com", "--password-stdin"], PASSWORD)
+        .stdin(
+            &["login", "--email", "web@example.com", "--password-stdin"],
+            PASSWORD,
+        )
         .success();
     env.as_("ann")
-        .stdin(&["login", "--email", "ann@example.com", "--password-stdin"], "browser-pass-1")
+        .stdin(
+            &["login", "--email", "ann@example.com", "--password-stdin"],
+            "browser-pass-1",
+        )
         .success();
 }

@@ -17,10 +17,21 @@ fn status_codes_headers_and_limits() {
     let mut server = start_listener(&mut env);
 
     // Unknown paths 404, wrong methods 405 with Allow; all with the security headers.
-    for path in ["/", "/nothing", "/confirm", "/confirm/", "/static/other.css", "/reset/a/b"] {
+    for path in [
+        "/",
+        "/nothing",
+        "/confirm",
+        "/confirm/",
+        "/static/other.css",
+        "/reset/a/b",
+    ] {
         let r = server.get(path);
         r.expect(404).assert_no_store();
-        assert!(r.body.contains("<h1>Page not found</h1>"), "{path}: {}", r.body);
+        assert!(
+            r.body.contains("<h1>Page not found</h1>"),
+            "{path}: {}",
+            r.body
+        );
     }
     let r = server.request("DELETE", &format!("/confirm/{TOKEN}"), &[], b"");
     r.expect(405).assert_safe_headers();
@@ -42,9 +53,14 @@ fn status_codes_headers_and_limits() {
 
     // Bodies over 16 KiB: 413, by Content-Length or by what actually arrives (chunked).
     let big = vec![b'a'; 16 * 1024 + 1];
-    server.request("POST", &format!("/confirm/{TOKEN}"), &[], &big).expect(413).assert_no_store();
+    server
+        .request("POST", &format!("/confirm/{TOKEN}"), &[], &big)
+        .expect(413)
+        .assert_no_store();
     let ok_size = vec![b'a'; 16 * 1024];
-    server.request("POST", &format!("/confirm/{TOKEN}"), &[], &ok_size).expect(404);
+    server
+        .request("POST", &format!("/confirm/{TOKEN}"), &[], &ok_size)
+        .expect(404);
     let mut chunked = format!(
         "POST /reset/{TOKEN} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
     )
@@ -159,13 +175,25 @@ fn hostile_requests_do_not_stop_the_listener() {
             r.status == 0 || (100..500).contains(&r.status),
             "request {i}: {r:#?}"
         );
-        assert!(!r.body.to_lowercase().contains("panicked"), "request {i}: {}", r.body);
-        assert!(server.is_running(), "request {i} stopped the listener:\n{}", server.log());
+        assert!(
+            !r.body.to_lowercase().contains("panicked"),
+            "request {i}: {}",
+            r.body
+        );
+        assert!(
+            server.is_running(),
+            "request {i} stopped the listener:\n{}",
+            server.log()
+        );
     }
     // Still serving normally, with no panic in its log.
     server.get("/static/style.css").expect(200);
     server.get(&format!("/confirm/{TOKEN}")).expect(404);
     assert!(!server.log().contains("panicked"), "{}", server.log());
-    assert!(started.elapsed() < Duration::from_secs(240), "fuzz took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(240),
+        "fuzz took {:?}",
+        started.elapsed()
+    );
     assert_eq!(server.terminate(), Some(0));
 }

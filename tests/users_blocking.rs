@@ -35,13 +35,26 @@ fn blocking_rules_and_effects(env: &Env) {
     boss.run(&["users", "block", "ann@example.com"]).success();
     let r = ann.run(&["whoami"]);
     r.expect_code(3);
-    assert!(r.stderr().contains("blocked") || r.stderr().contains("log in"), "{}", r.stderr());
-    let r = ann.stdin(&["login", "--email", "ann@example.com", "--password-stdin"], PASSWORD);
+    assert!(
+        r.stderr().contains("blocked") || r.stderr().contains("log in"),
+        "{}",
+        r.stderr()
+    );
+    let r = ann.stdin(
+        &["login", "--email", "ann@example.com", "--password-stdin"],
+        PASSWORD,
+    );
     r.expect_code(3);
     assert!(r.stderr().contains("blocked"), "{}", r.stderr());
     bob.run(&["whoami"]).success();
     let list = boss.json(&["users", "list"]);
-    let row = list.as_array().unwrap().iter().find(|u| u["email"] == "ann@example.com").unwrap().clone();
+    let row = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["email"] == "ann@example.com")
+        .unwrap()
+        .clone();
     assert_eq!(row["blocked"], true);
 
     // Unblocked: she can log in again (the old session stays ended).
@@ -51,7 +64,9 @@ fn blocking_rules_and_effects(env: &Env) {
     ann.run(&["whoami"]).success();
 
     // An admin may block a manager.
-    admin.run(&["users", "block", "boss2@example.com"]).success();
+    admin
+        .run(&["users", "block", "boss2@example.com"])
+        .success();
     boss2.run(&["whoami"]).expect_code(3);
 }
 

@@ -346,16 +346,29 @@ pub fn sql_count(env: &Env, query: &str) -> i64 {
 /// One text value from a query, on either backend.
 pub fn sql_text(env: &Env, query: &str) -> String {
     use sqlx::Connection;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         match env.backend {
             Backend::Sqlite => {
-                let mut c = sqlx::SqliteConnection::connect(&env.db_url).await.expect("sqlite");
-                sqlx::query_scalar::<_, String>(query).fetch_one(&mut c).await.expect(query)
+                let mut c = sqlx::SqliteConnection::connect(&env.db_url)
+                    .await
+                    .expect("sqlite");
+                sqlx::query_scalar::<_, String>(query)
+                    .fetch_one(&mut c)
+                    .await
+                    .expect(query)
             }
             Backend::Postgres => {
-                let mut c = sqlx::PgConnection::connect(&env.db_url).await.expect("postgres");
-                sqlx::query_scalar::<_, String>(query).fetch_one(&mut c).await.expect(query)
+                let mut c = sqlx::PgConnection::connect(&env.db_url)
+                    .await
+                    .expect("postgres");
+                sqlx::query_scalar::<_, String>(query)
+                    .fetch_one(&mut c)
+                    .await
+                    .expect(query)
             }
         }
     })
