@@ -197,3 +197,18 @@ fn hostile_requests_do_not_stop_the_listener() {
     );
     assert_eq!(server.terminate(), Some(0));
 }
+
+/// SIGINT (Ctrl-C) stops it cleanly too; a second listener on the same port is refused (exit 1)
+/// while the first runs, without a trace.
+#[test]
+fn sigint_and_busy_port() {
+    let mut env = Env::new(Backend::Sqlite);
+    let mut server = start_listener(&mut env);
+    let busy = env
+        .as_("x")
+        .run(&["serve", "--bind", &format!("127.0.0.1:{}", server.port)]);
+    busy.expect_code(1);
+    assert!(busy.stderr().contains("cannot listen"), "{}", busy.stderr());
+    server.get("/static/style.css").expect(200);
+    assert_eq!(server.signal(libc::SIGINT), Some(0));
+}

@@ -81,9 +81,14 @@ impl Listener {
 
     /// SIGTERM, then waits up to 10 s; returns the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
+        self.signal(libc::SIGTERM)
+    }
+
+    /// Sends a signal, then waits up to 10 s; returns the exit code.
+    pub fn signal(&mut self, sig: i32) -> Option<i32> {
         let mut child = self.child.take()?;
         unsafe {
-            libc::kill(child.id() as i32, libc::SIGTERM);
+            libc::kill(child.id() as i32, sig);
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
