@@ -32,6 +32,7 @@ both!(
     password_reset_round_trip,
     expired_and_foreign_tokens_are_refused,
     login_is_throttled_in_the_database,
+    a_link_works_once_under_concurrent_posts,
 );
 
 fn register(env: &Env, email: &str, password: &str) -> common::Run {
@@ -383,4 +384,42 @@ fn register_through_smtp_then_confirm_and_log_in() {
     login(&env, "p", "smtp-person@example.com", PASSWORD).expect_code(3);
     server.post(&path, "").expect(200);
     login(&env, "p", "smtp-person@example.com", PASSWORD).success();
+}
+
+fn a_link_works_once_under_concurrent_posts(env: &mut Env) {
+    let server = start_listener(env);
+    env.account("user", "ann");
+    env.as_("anon")
+        .run(&["password", "reset", "--email", "ann@example.com"])
+        .success();
+    let path = last_link(env, "ann@example.com", "reset");
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                let (server, path) = (&server, &path);
+                s.spawn(move || {
+                    server
+                        .post(
+                            path,
+                            &format!("password=racer-pass-{i}&password2=racer-pass-{i}"),
+                        )
+                        .status
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 410),
+        "{statuses:?}"
+    );
+    let winners = (0..4)
+        .filter(|i| login(env, "ann", "ann@example.com", &format!("racer-pass-{i}")).code() == 0)
+        .count();
+    assert_eq!(winners, 1);
 }
