@@ -3,5 +3,6 @@
 pub mod password;
 pub mod policy;
 pub mod session;
+pub mod throttle;
 pub mod token;
 pub mod unsubscribe;

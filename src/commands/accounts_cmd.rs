@@ -38,6 +38,8 @@ pub async fn create(ctx: &Ctx, args: NewAccount, role: Role) -> Result<()> {
 pub async fn login(ctx: &Ctx, args: LoginArgs) -> Result<()> {
     let db = ctx.db().await?;
     let pw = read_password(args.password_stdin, "Password", false)?;
+    let mut throttle = crate::auth::throttle::Throttle::new(&ctx.config, db, &args.email).await;
+    throttle.check().await?;
     let creds = accounts::credentials(db, &args.email).await?;
     // Verify against a dummy hash when there is no such account: same time, same answer.
     let hash = creds
@@ -46,8 +48,10 @@ pub async fn login(ctx: &Ctx, args: LoginArgs) -> Result<()> {
         .unwrap_or(password::dummy_hash());
     let ok = password::verify(&pw, hash);
     let Some(creds) = creds.filter(|_| ok) else {
+        throttle.failed().await?;
         return Err(Error::forbidden("wrong email or password"));
     };
+    throttle.succeeded().await?;
     if creds.blocked {
         return Err(Error::forbidden("this account is blocked"));
     }

@@ -1,10 +1,10 @@
-//! serve: the listener for emailed links (issue 3).
-#![allow(unused_variables)]
+//! serve: the listener for emailed links (confirmation, password reset, unsubscribe).
 
 use super::Ctx;
 use crate::cli::ServeArgs;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 pub async fn run(ctx: &Ctx, args: ServeArgs) -> Result<()> {
-    Err(Error::runtime("serve is not implemented yet"))
+    let db = ctx.db().await?.clone();
+    crate::web::server::serve(db, &args.bind).await
 }

@@ -23,6 +23,7 @@ pub mod clients;
 pub mod mailings;
 pub mod messages;
 pub mod suppressions;
+pub mod tokens;
 
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
