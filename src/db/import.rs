@@ -541,12 +541,16 @@ mod tests {
     }
 
     #[test]
-    fn sqlite_statement_shares_owner_and_time() {
-        let sql = sqlite_insert_sql(2, Upsert::Nothing, false, &mut None);
+    fn sqlite_statement_has_anonymous_parameters() {
+        let t = "2026-01-02T03:04:05.123456Z"
+            .parse::<DateTime<Utc>>()
+            .unwrap();
+        let sql = sqlite_insert_sql(2, 7, &t, Upsert::Nothing, false, &mut None);
+        let v = "(7,?,?,?,?,'2026-01-02T03:04:05.123456+00:00')";
         assert!(
-            sql.contains("($1,$3,$4,$5,$6,$2),($1,$7,$8,$9,$10,$2)"),
+            sql.contains(&format!("VALUES {v},{v} ON CONFLICT")),
             "{sql}"
         );
-        assert!(4 * BATCH + 2 <= 32766);
+        const { assert!(4 * BATCH <= 32766) };
     }
 }
