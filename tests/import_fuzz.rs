@@ -86,7 +86,7 @@ proptest! {
     fn export_format_round_trips(
         clients in prop::collection::vec(
             (
-                "[a-z0-9._%+-]{1,20}@[a-z0-9-]{1,10}\\.[a-z]{2,6}",
+                "[a-z0-9][a-z0-9_%+-]{0,19}@[a-z0-9]{1,10}\\.[a-z]{2,6}",
                 "[^\\r\\n\\p{Cc}]{0,40}",
                 "([^\\p{Cc}]|\\r|\\n|\\t){0,60}",
             ),
