@@ -28,7 +28,7 @@ path, n = sys.argv[1], int(sys.argv[2])
 with open(path, "w") as f:
     f.write("email,full_name,comment\n")
     for i in range(n):
-        f.write(f"user{i:07d}@example.com,Firstname Lastname{i % 997},note {i % 89}\n")
+        f.write(f"user{i:07d}@example.com,Firstname Lastname{i % 997},a comment {i % 89}\n")
 PY
 bytes=$(stat -c %s "$csv")
 echo "file: $rows rows, $((bytes / rows)) bytes/row" >&2

@@ -115,7 +115,7 @@ pub struct Importer {
 /// SQLite page cache for the import connection, in KiB (negative = KiB in PRAGMA terms).
 /// Large enough to keep the unique index of a million clients mostly cached, small enough
 /// for the 64 MB peak RSS budget of a million-row import.
-const SQLITE_IMPORT_CACHE_KIB: i64 = 32 * 1024;
+const SQLITE_IMPORT_CACHE_KIB: i64 = 24 * 1024;
 
 impl Importer {
     pub async fn begin(db: &Db, owner_id: i64, mode: OnConflict) -> Result<Importer> {
