@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 
 pub mod accounts;
 pub mod clients;
+pub mod import;
 pub mod mailings;
 pub mod messages;
 pub mod suppressions;
