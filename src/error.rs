@@ -16,6 +16,9 @@ pub enum Error {
     /// Bad input: names the field (or CSV line) and the reason.
     #[error("{field}: {reason}")]
     Invalid { field: String, reason: String },
+    /// The reader of our output went away (`mailctl ... | head`): their choice, not a failure.
+    #[error("output closed")]
+    PipeClosed,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -27,6 +30,7 @@ impl Error {
             Error::Forbidden(_) => 3,
             Error::NotFound { .. } => 4,
             Error::Invalid { .. } => 5,
+            Error::PipeClosed => 0,
         }
     }
 
@@ -68,18 +72,29 @@ impl From<sqlx::migrate::MigrateError> for Error {
 
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
-        Error::Runtime(format!("i/o: {e}"))
+        match e.kind() {
+            std::io::ErrorKind::BrokenPipe => Error::PipeClosed,
+            _ => Error::Runtime(format!("i/o: {e}")),
+        }
     }
 }
 
 impl From<serde_json::Error> for Error {
     fn from(e: serde_json::Error) -> Self {
-        Error::Runtime(format!("json: {e}"))
+        match e.io_error_kind() {
+            Some(std::io::ErrorKind::BrokenPipe) => Error::PipeClosed,
+            _ => Error::Runtime(format!("json: {e}")),
+        }
     }
 }
 
 impl From<csv::Error> for Error {
     fn from(e: csv::Error) -> Self {
-        Error::Runtime(format!("csv: {e}"))
+        match e.kind() {
+            csv::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::BrokenPipe => {
+                Error::PipeClosed
+            }
+            _ => Error::Runtime(format!("csv: {e}")),
+        }
     }
 }

@@ -7,6 +7,9 @@ fn main() {
         .build()
         .expect("tokio runtime");
     if let Err(e) = runtime.block_on(mailctl::commands::run(cli)) {
+        if matches!(e, mailctl::error::Error::PipeClosed) {
+            return;
+        }
         eprintln!("mailctl: error: {e}");
         std::process::exit(e.exit_code());
     }

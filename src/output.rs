@@ -33,12 +33,9 @@ pub fn opt_time(t: &Option<DateTime<Utc>>) -> String {
     t.as_ref().map(time).unwrap_or_default()
 }
 
-/// Treats a closed pipe (`mailctl ... | head`) as the reader's choice, not our failure.
+/// A closed pipe (`mailctl ... | head`) becomes Error::PipeClosed: stop writing, exit 0.
 fn io_result(r: io::Result<()>) -> Result<()> {
-    match r {
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-        other => other.map_err(Error::from),
-    }
+    r.map_err(Error::from)
 }
 
 fn new_table(headers: &[&str]) -> Table {
