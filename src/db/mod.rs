@@ -22,6 +22,7 @@ pub mod accounts;
 pub mod clients;
 pub mod mailings;
 pub mod messages;
+pub mod stats;
 pub mod suppressions;
 
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
