@@ -51,31 +51,35 @@ impl Cache {
 
     /// Connects with short timeouts; on failure, warns and returns a cache that is off.
     pub async fn connect(url: Option<&str>) -> Cache {
-        let Some(url) = url else {
-            return Cache::off();
-        };
-        let attempt = async {
-            let client = redis::Client::open(url)?;
-            let config = redis::AsyncConnectionConfig::new()
-                .set_connection_timeout(CONNECT_TIMEOUT)
-                .set_response_timeout(RESPONSE_TIMEOUT);
-            client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await
-        };
-        match tokio::time::timeout(CONNECT_TIMEOUT * 2, attempt).await {
-            Ok(Ok(con)) => Cache {
-                con: Some(con),
-                url: url.to_string(),
-            },
-            Ok(Err(e)) => {
-                warn(url, e);
-                Cache::off()
+        match url {
+            None => Cache::off(),
+            Some(url) => Cache::start(url).ready().await,
+        }
+    }
+
+    /// Starts connecting in the background (so it overlaps the database work); `ready()`
+    /// gives the cache, and the warning if it failed.
+    pub fn start(url: &str) -> Pending {
+        let owned = url.to_string();
+        let task = tokio::spawn(async move {
+            let attempt = async {
+                let client = redis::Client::open(owned.as_str())?;
+                let config = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(CONNECT_TIMEOUT)
+                    .set_response_timeout(RESPONSE_TIMEOUT);
+                client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+            };
+            match tokio::time::timeout(CONNECT_TIMEOUT * 2, attempt).await {
+                Ok(Ok(con)) => Ok(con),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("timed out".to_string()),
             }
-            Err(_) => {
-                warn(url, "timed out");
-                Cache::off()
-            }
+        });
+        Pending {
+            task,
+            url: url.to_string(),
         }
     }
 
@@ -122,6 +126,31 @@ impl Cache {
             Err(_) => {
                 warn(&self.url, "timed out");
                 self.con = None;
+            }
+        }
+    }
+}
+
+/// A connection being made; see [`Cache::start`].
+pub struct Pending {
+    task: tokio::task::JoinHandle<Result<MultiplexedConnection, String>>,
+    url: String,
+}
+
+impl Pending {
+    pub async fn ready(self) -> Cache {
+        let result = match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(e.to_string()),
+        };
+        match result {
+            Ok(con) => Cache {
+                con: Some(con),
+                url: self.url,
+            },
+            Err(e) => {
+                warn(&self.url, e);
+                Cache::off()
             }
         }
     }

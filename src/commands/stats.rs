@@ -136,6 +136,13 @@ pub async fn run(ctx: &Ctx, args: StatsArgs) -> Result<()> {
         Some(StatsBy::Day) => Group::Day,
     };
 
+    // Redis connects while the database opens and checks the session.
+    let url = ctx
+        .config
+        .redis_url
+        .as_deref()
+        .filter(|_| !args.no_cache && !args.rebuild);
+    let pending = url.map(Cache::start);
     let actor = ctx.actor().await?;
     let scope = policy::scope(&actor, Access::Read);
     let db = ctx.db().await?;
@@ -165,14 +172,12 @@ pub async fn run(ctx: &Ctx, args: StatsArgs) -> Result<()> {
         until,
     };
 
-    let url = ctx.config.redis_url.as_deref().filter(|_| !args.no_cache);
-    let rows = match url {
+    let rows = match pending {
         None => db_stats::query(db, scope, &q).await?,
-        Some(url) => {
+        Some(pending) => {
             // The versions are read before the answer: a write landing in between makes the
             // stored answer newer than its key, never older.
-            let (mut cache, version) =
-                tokio::join!(Cache::connect(Some(url)), db_stats::version(db, scope));
+            let (mut cache, version) = tokio::join!(pending.ready(), db_stats::version(db, scope));
             let version = version?;
             let scope_part = match scope {
                 Scope::All => "all".to_string(),
