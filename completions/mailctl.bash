@@ -2699,7 +2699,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__stats)
-            opts="-h -V --by --mailing --since --until --no-cache --database-url --format --help --version"
+            opts="-h -V --by --mailing --since --until --no-cache --rebuild --database-url --format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

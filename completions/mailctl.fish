@@ -448,14 +448,15 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -s V -l versio
 complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l by -d 'Group the figures (default: one overall row)' -r -f -a "mailing\t''
 user\t''
 day\t''"
-complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l mailing -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l since -d 'From this time (RFC 3339)' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l until -d 'Until this time (RFC 3339)' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l mailing -d 'Only this mailing' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l since -d 'Attempts at or after this time (RFC 3339; exact to the second, UTC days are whole)' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l until -d 'Attempts strictly before this time (RFC 3339; exact to the second)' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l format -d 'Output format for records' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l no-cache -d 'Read from the database, bypassing the Redis cache'
+complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l rebuild -d 'Recompute the counters from the attempts table (administrator; after a bulk load)'
 complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand completions" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r

@@ -468,21 +468,36 @@ pub enum StatsBy {
 }
 
 #[derive(Debug, Args)]
+#[command(
+    long_about = "Statistics of send attempts: letters attempted, succeeded and failed, recipients reached \
+(distinct recipients of a mailing with at least one successful attempt; a deleted client no longer counts), \
+success rate (succeeded / attempted, 4 decimals) and first and last attempt.\n\n\
+A user sees their own mailings; a manager or an administrator sees everyone's and may use --by user. \
+Groups with no attempt in the range are not listed; without --by there is always one row.\n\n\
+The figures come from counters kept per mailing and per UTC day in the same transaction as each attempt, \
+so they never scan the whole attempts table. With MAILCTL_REDIS_URL set, answers are cached in Redis under \
+a key that includes a version the database bumps on every write that changes them: a cached answer is never \
+stale. Redis down: the answer comes from the database, with a warning on stderr."
+)]
 pub struct StatsArgs {
     /// Group the figures (default: one overall row)
     #[arg(long, value_enum)]
     pub by: Option<StatsBy>,
-    #[arg(long)]
+    /// Only this mailing
+    #[arg(long, value_name = "ID")]
     pub mailing: Option<i64>,
-    /// From this time (RFC 3339)
-    #[arg(long)]
+    /// Attempts at or after this time (RFC 3339; exact to the second, UTC days are whole)
+    #[arg(long, value_name = "T")]
     pub since: Option<String>,
-    /// Until this time (RFC 3339)
-    #[arg(long)]
+    /// Attempts strictly before this time (RFC 3339; exact to the second)
+    #[arg(long, value_name = "T")]
     pub until: Option<String>,
     /// Read from the database, bypassing the Redis cache
     #[arg(long)]
     pub no_cache: bool,
+    /// Recompute the counters from the attempts table (administrator; after a bulk load)
+    #[arg(long, conflicts_with_all = ["by", "mailing", "since", "until"])]
+    pub rebuild: bool,
 }
 
 #[derive(Debug, Args)]

@@ -39,6 +39,16 @@ pub fn record_fields() -> Vec<(&'static str, &'static [&'static str])> {
         ("messages", crate::db::messages::Message::HEADERS),
         ("mailings", crate::db::mailings::Mailing::HEADERS),
         ("doctor", crate::commands::doctor::Check::HEADERS),
+        ("stats", crate::commands::stats::OverallStats::HEADERS),
+        (
+            "stats --by mailing",
+            crate::commands::stats::MailingStats::HEADERS,
+        ),
+        (
+            "stats --by user",
+            crate::commands::stats::UserStats::HEADERS,
+        ),
+        ("stats --by day", crate::commands::stats::DayStats::HEADERS),
     ]
 }
 

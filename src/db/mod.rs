@@ -23,6 +23,7 @@ pub mod clients;
 pub mod import;
 pub mod mailings;
 pub mod messages;
+pub mod stats;
 pub mod suppressions;
 pub mod tokens;
 
