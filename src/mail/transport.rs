@@ -37,7 +37,7 @@ impl Transport {
                 let pool = lettre::transport::smtp::PoolConfig::new().max_size(pool_size.max(1));
                 Ok(Transport::Smtp(
                     builder
-                        .timeout(Some(Duration::from_secs(30)))
+                        .timeout(Some(smtp_timeout()))
                         .pool_config(pool)
                         .build(),
                 ))
@@ -84,9 +84,69 @@ impl Transport {
 
 /// The server's own words when there are any (`550 5.1.1 User unknown`), else the error.
 fn smtp_error_text(e: &lettre::transport::smtp::Error) -> String {
-    let text = e.to_string();
-    match e.status() {
-        Some(code) if !text.contains(&code.to_string()) => format!("{code} {text}"),
-        _ => text,
+    match (e.status(), std::error::Error::source(e)) {
+        (Some(code), Some(msg)) => format!("{code} {msg}"),
+        (Some(code), None) => code.to_string(),
+        _ => e.to_string(),
+    }
+}
+
+/// Seconds to wait for the SMTP server at each step (`MAILCTL_SMTP_TIMEOUT`, default 30).
+pub fn smtp_timeout() -> Duration {
+    std::env::var("MAILCTL_SMTP_TIMEOUT")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map(Duration::from_secs_f64)
+        .unwrap_or(Duration::from_secs(30))
+}
+
+impl Outcome {
+    pub fn reply(&self) -> &str {
+        match self {
+            Outcome::Accepted(r) | Outcome::Temporary(r) | Outcome::Permanent(r) => r,
+        }
+    }
+
+    /// The SMTP reply code the text starts with, if the server answered at all.
+    pub fn code(&self) -> Option<u16> {
+        let head = self.reply().get(..3)?;
+        head.parse().ok().filter(|c| (200..600).contains(c))
+    }
+
+    /// A server asking us to slow down (421, or 450/451/452 speaking of a rate or of too
+    /// many messages): not the recipient's fault, so it should not cost them a try.
+    pub fn is_throttling(&self) -> bool {
+        let Outcome::Temporary(text) = self else {
+            return false;
+        };
+        match self.code() {
+            Some(421) => true,
+            Some(450..=452) => {
+                let t = text.to_ascii_lowercase();
+                t.contains("rate") || t.contains("too many") || t.contains("throttl")
+            }
+            _ => false,
+        }
+    }
+
+    /// No SMTP reply at all: connection refused, reset, timed out.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Outcome::Temporary(_)) && self.code().is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Outcome;
+
+    #[test]
+    fn classifies_throttling() {
+        assert!(Outcome::Temporary("421 4.7.0 Too many connections".into()).is_throttling());
+        assert!(Outcome::Temporary("450 4.7.1 Rate limit exceeded".into()).is_throttling());
+        assert!(!Outcome::Temporary("451 4.3.0 Try again later".into()).is_throttling());
+        assert!(!Outcome::Permanent("550 5.1.1 User unknown".into()).is_throttling());
+        assert!(Outcome::Temporary("network error: timed out".into()).is_unreachable());
+        assert!(!Outcome::Temporary("451 4.3.0 Try again".into()).is_unreachable());
     }
 }

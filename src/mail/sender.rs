@@ -1,0 +1,582 @@
+//! The sender: claim deliveries, send them concurrently over pooled SMTP connections, record
+//! every try, retry temporary failures on later runs, keep to a rate.
+//!
+//! Guarantee (docs/delivery.md): at-least-once with a bounded window. A worker takes its next
+//! letter only after the outcome of its previous one is committed, so when the process dies
+//! at any line, at most `concurrency` letters can have reached the server without their
+//! outcome being recorded; those (and only those) may be sent again once their lease lapses.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use crate::config::Config;
+use crate::db::attempts::{self, Finished, Next};
+use crate::db::deliveries::{self, Claimed, Target};
+use crate::db::{self, Db};
+use crate::error::{Error, Result};
+use crate::mail::compose::{Recipient, Template};
+use crate::mail::transport::{Outcome, Transport, smtp_timeout};
+
+pub struct Options {
+    /// Letters in flight at once (and SMTP connections in the pool).
+    pub concurrency: usize,
+    /// Letters per second, across all workers sharing `MAILCTL_REDIS_URL`.
+    pub rate: Option<u32>,
+    /// At most this many letters in this run.
+    pub limit: Option<u64>,
+    /// How long a claim holds before another worker may take the delivery over.
+    pub lease: Duration,
+    /// First retry delay after a temporary failure; doubles per try, up to six hours.
+    pub retry_base: Duration,
+    pub progress: bool,
+}
+
+fn env_seconds(name: &str) -> Option<Duration> {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64)
+}
+
+impl Options {
+    /// `MAILCTL_SEND_LEASE` (seconds, default the larger of 10 minutes and 10 SMTP timeouts)
+    /// and `MAILCTL_RETRY_DELAY` (seconds, default 60) tune crash recovery and retries.
+    pub fn new(concurrency: usize, rate: Option<u32>, limit: Option<u64>) -> Options {
+        let lease = env_seconds("MAILCTL_SEND_LEASE")
+            .filter(|d| !d.is_zero())
+            .unwrap_or_else(|| (smtp_timeout() * 10).max(Duration::from_secs(600)));
+        Options {
+            concurrency: concurrency.clamp(1, 1024),
+            rate: rate.filter(|r| *r > 0),
+            limit,
+            lease,
+            retry_base: env_seconds("MAILCTL_RETRY_DELAY").unwrap_or(Duration::from_secs(60)),
+            progress: false,
+        }
+    }
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Summary {
+    pub mailings: u64,
+    pub sent: u64,
+    pub failed: u64,
+    pub deferred: u64,
+    pub suppressed: u64,
+    pub elapsed_seconds: f64,
+    pub letters_per_second: f64,
+    /// Why the run stopped early (SMTP server unreachable...), if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
+}
+
+impl Summary {
+    pub fn line(&self) -> String {
+        let mut s = format!(
+            "sent {}, failed {}, deferred {}, suppressed {} ({} mailing{}) in {:.2}s, {:.1} letters/s",
+            self.sent,
+            self.failed,
+            self.deferred,
+            self.suppressed,
+            self.mailings,
+            if self.mailings == 1 { "" } else { "s" },
+            self.elapsed_seconds,
+            self.letters_per_second
+        );
+        if let Some(why) = &self.stopped {
+            s.push_str(&format!("; stopped early: {why}"));
+        }
+        s
+    }
+}
+
+struct Job {
+    claimed: Claimed,
+    lease_until: DateTime<Utc>,
+    claimed_at: Instant,
+}
+
+type Ack = oneshot::Sender<bool>;
+
+/// Shared state of one run.
+struct Run {
+    db: Db,
+    transport: Transport,
+    templates: HashMap<i64, (Arc<Template>, i64)>,
+    writer: mpsc::Sender<(Finished, Ack)>,
+    rate: Option<RateLimiter>,
+    throttle: Throttle,
+    stop: AtomicBool,
+    stopped: std::sync::Mutex<Option<String>>,
+    unreachable_streak: AtomicU64,
+    lease: Duration,
+    retry_base: Duration,
+    concurrency: usize,
+    sent: AtomicU64,
+    failed: AtomicU64,
+    deferred: AtomicU64,
+    progress: Option<indicatif::ProgressBar>,
+}
+
+impl Run {
+    fn stop(&self, why: String) {
+        let mut s = self.stopped.lock().expect("stop reason");
+        if s.is_none() {
+            *s = Some(why);
+        }
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Sends the due letters of these mailings. Returns the summary even when the run stopped
+/// early (the reason is in `stopped`); an error means the database failed.
+pub async fn run(db: &Db, config: &Config, targets: Vec<Target>, opts: &Options) -> Result<Summary> {
+    let started = Instant::now();
+    let mut summary = Summary {
+        mailings: targets.len() as u64,
+        ..Summary::default()
+    };
+    if targets.is_empty() {
+        return Ok(summary);
+    }
+    let secret = db::suppressions::secret(db, "unsubscribe").await?;
+    let mut templates = HashMap::new();
+    let now = db::now();
+    for t in &targets {
+        summary.suppressed += deliveries::prepare(db, t.id, now).await?;
+        let template = Template::new(
+            config,
+            secret.clone(),
+            t.id,
+            &t.subject,
+            &t.body,
+            t.html.as_deref(),
+        )?;
+        templates.insert(t.id, (Arc::new(template), t.owner_id));
+    }
+    let ids: Vec<i64> = targets.iter().map(|t| t.id).collect();
+    let progress = if opts.progress {
+        let mut total = deliveries::claimable(db, &ids, db::now()).await?;
+        if let Some(limit) = opts.limit {
+            total = total.min(limit);
+        }
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} letters, {per_sec}, eta {eta}",
+            )
+            .expect("progress template"),
+        );
+        Some(bar)
+    } else {
+        None
+    };
+
+    let (writer_tx, writer_rx) = mpsc::channel(opts.concurrency * 2);
+    let writer = tokio::spawn(write_results(db.clone(), writer_rx));
+    let rate = match opts.rate {
+        Some(r) => Some(RateLimiter::new(r, config.redis_url.as_deref()).await),
+        None => None,
+    };
+    let run = Arc::new(Run {
+        db: db.clone(),
+        transport: Transport::from_config(config, opts.concurrency as u32)?,
+        templates,
+        writer: writer_tx,
+        rate,
+        throttle: Throttle::default(),
+        stop: AtomicBool::new(false),
+        stopped: std::sync::Mutex::new(None),
+        unreachable_streak: AtomicU64::new(0),
+        lease: opts.lease,
+        retry_base: opts.retry_base,
+        concurrency: opts.concurrency,
+        sent: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        deferred: AtomicU64::new(0),
+        progress,
+    });
+
+    // Jobs wait in a short queue: claims are made just ahead of sending.
+    let (job_tx, job_rx) = mpsc::channel::<Job>(opts.concurrency);
+    let job_rx = Arc::new(Mutex::new(job_rx));
+    let workers: Vec<_> = (0..opts.concurrency)
+        .map(|_| tokio::spawn(worker(run.clone(), job_rx.clone())))
+        .collect();
+
+    let claimed = claim_loop(&run, &ids, opts, job_tx).await;
+    for w in workers {
+        w.await
+            .map_err(|e| Error::runtime(format!("sender worker: {e}")))?;
+    }
+    let Run {
+        sent,
+        failed,
+        deferred,
+        progress,
+        stopped,
+        ..
+    } = Arc::into_inner(run).expect("workers are done");
+    // All senders of the writer channel are gone now; the writer drains and ends.
+    let written = writer
+        .await
+        .map_err(|e| Error::runtime(format!("sender writer: {e}")))?;
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    claimed?;
+    written?;
+
+    for t in &targets {
+        deliveries::complete_if_done(db, t.id).await?;
+    }
+    summary.sent = sent.into_inner();
+    summary.failed = failed.into_inner();
+    summary.deferred = deferred.into_inner();
+    summary.stopped = stopped.into_inner().expect("stop reason");
+    summary.elapsed_seconds = started.elapsed().as_secs_f64();
+    let letters = summary.sent + summary.failed + summary.deferred;
+    if summary.elapsed_seconds > 0.0 {
+        summary.letters_per_second = letters as f64 / summary.elapsed_seconds;
+    }
+    Ok(summary)
+}
+
+async fn claim_loop(
+    run: &Run,
+    ids: &[i64],
+    opts: &Options,
+    jobs: mpsc::Sender<Job>,
+) -> Result<()> {
+    let mut remaining = opts.limit.unwrap_or(u64::MAX);
+    let batch = opts.concurrency as u64;
+    while remaining > 0 && !run.stop.load(Ordering::SeqCst) {
+        let now = db::now();
+        let lease_until = now + chrono::Duration::from_std(run.lease).expect("lease fits");
+        let rows = match deliveries::claim(
+            &run.db,
+            ids,
+            batch.min(remaining) as usize,
+            now,
+            lease_until,
+        )
+        .await
+        {
+            Ok(rows) => rows,
+            Err(e) => {
+                run.stop(format!("cannot claim deliveries: {e}"));
+                return Err(e);
+            }
+        };
+        if rows.is_empty() {
+            break;
+        }
+        remaining -= rows.len() as u64;
+        let claimed_at = Instant::now();
+        for claimed in rows {
+            let job = Job {
+                claimed,
+                lease_until,
+                claimed_at,
+            };
+            if jobs.send(job).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn worker(run: Arc<Run>, jobs: Arc<Mutex<mpsc::Receiver<Job>>>) {
+    loop {
+        let job = { jobs.lock().await.recv().await };
+        let Some(job) = job else { break };
+        let finished = if run.stop.load(Ordering::SeqCst) {
+            release(&run, &job, "run stopped before this letter was sent")
+        } else {
+            send_one(&run, &job).await
+        };
+        let (ack_tx, ack_rx) = oneshot::channel();
+        let next = finished.next;
+        if run.writer.send((finished, ack_tx)).await.is_err() {
+            run.stop("the result writer stopped".into());
+            continue;
+        }
+        // The next letter waits until this outcome is committed: this is what bounds the
+        // duplicate window to `concurrency` letters.
+        match ack_rx.await {
+            Ok(true) => {
+                let counter = match next {
+                    Next::Sent => Some(&run.sent),
+                    Next::Failed => Some(&run.failed),
+                    Next::Retry(_) | Next::Throttled(_) => Some(&run.deferred),
+                    Next::Release => None,
+                };
+                if let Some(c) = counter {
+                    c.fetch_add(1, Ordering::Relaxed);
+                    if let Some(bar) = &run.progress {
+                        bar.inc(1);
+                    }
+                }
+            }
+            _ => run.stop("cannot record results in the database".into()),
+        }
+    }
+}
+
+fn release(run: &Run, job: &Job, why: &str) -> Finished {
+    let c = &job.claimed;
+    Finished {
+        delivery_id: c.id,
+        mailing_id: c.mailing_id,
+        client_id: c.client_id,
+        owner_id: run.templates.get(&c.mailing_id).map(|t| t.1).unwrap_or(0),
+        email: c.email.clone(),
+        lease_until: job.lease_until,
+        attempted_at: db::now(),
+        next: Next::Release,
+        reply: why.to_string(),
+    }
+}
+
+async fn send_one(run: &Run, job: &Job) -> Finished {
+    let c = &job.claimed;
+    let Some((template, owner_id)) = run.templates.get(&c.mailing_id) else {
+        return release(run, job, "unknown mailing");
+    };
+    // The outcome must be recorded while the claim still holds; a job that waited too long
+    // goes back unsent rather than risk a second worker sending it too.
+    let budget = run.lease.saturating_sub(job.claimed_at.elapsed());
+    if budget < run.lease / 2 {
+        return release(run, job, "claim too old");
+    }
+    run.throttle.wait().await;
+    if let Some(rate) = &run.rate {
+        rate.acquire().await;
+    }
+    let recipient = Recipient {
+        client_id: c.client_id,
+        email: &c.email,
+        full_name: &c.full_name,
+    };
+    let outcome = match template.letter(&recipient) {
+        Ok(letter) => {
+            let budget = run.lease.saturating_sub(job.claimed_at.elapsed()) * 3 / 4;
+            match tokio::time::timeout(budget, run.transport.send(letter)).await {
+                Ok(o) => o,
+                Err(_) => Outcome::Temporary(format!(
+                    "timed out after {:.0}s (claim lease)",
+                    budget.as_secs_f64()
+                )),
+            }
+        }
+        Err(e) => Outcome::Permanent(format!("not sent: {e}")),
+    };
+    let now = db::now();
+    let next = match &outcome {
+        Outcome::Accepted(_) => {
+            run.throttle.relax();
+            Next::Sent
+        }
+        Outcome::Permanent(_) => Next::Failed,
+        o if o.is_throttling() => {
+            let pause = run.throttle.tighten();
+            Next::Throttled(now + chrono::Duration::from_std(pause).unwrap_or_default())
+        }
+        Outcome::Temporary(_) => {
+            let shift = (c.tries.max(1) - 1).min(12) as u32;
+            let delay = (run.retry_base * 2u32.pow(shift)).min(Duration::from_secs(6 * 3600));
+            Next::Retry(now + chrono::Duration::from_std(delay).unwrap_or_default())
+        }
+    };
+    if outcome.is_unreachable() {
+        let streak = run.unreachable_streak.fetch_add(1, Ordering::SeqCst) + 1;
+        if streak >= (run.concurrency as u64).max(3) {
+            run.stop(format!("SMTP server unreachable: {}", outcome.reply()));
+        }
+    } else {
+        run.unreachable_streak.store(0, Ordering::SeqCst);
+    }
+    Finished {
+        delivery_id: c.id,
+        mailing_id: c.mailing_id,
+        client_id: c.client_id,
+        owner_id: *owner_id,
+        email: c.email.clone(),
+        lease_until: job.lease_until,
+        attempted_at: now,
+        next,
+        reply: outcome.reply().to_string(),
+    }
+}
+
+/// Commits results in groups: whatever arrived while the previous commit ran goes into the
+/// next transaction. Each sender is told when its result is durable.
+async fn write_results(db: Db, mut rx: mpsc::Receiver<(Finished, Ack)>) -> Result<()> {
+    let mut failure = None;
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < 1024 {
+            match rx.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        let (done, acks): (Vec<Finished>, Vec<Ack>) = batch.into_iter().unzip();
+        let mut ok = false;
+        if failure.is_none() {
+            for pause in [0u64, 200, 1000, 3000] {
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+                match attempts::record(&db, &done).await {
+                    Ok(()) => {
+                        ok = true;
+                        break;
+                    }
+                    Err(e) => failure = Some(e),
+                }
+            }
+            if ok {
+                failure = None;
+            }
+        }
+        for ack in acks {
+            let _ = ack.send(ok);
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Slows every worker down after a throttling reply, and speeds up again on success.
+#[derive(Default)]
+struct Throttle {
+    delay_ms: AtomicU64,
+}
+
+impl Throttle {
+    async fn wait(&self) {
+        let ms = self.delay_ms.load(Ordering::Relaxed);
+        if ms > 0 {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+    }
+
+    /// Doubles the pause (from half a second up to 30 s) and returns it.
+    fn tighten(&self) -> Duration {
+        let old = self.delay_ms.load(Ordering::Relaxed);
+        let new = (old * 2).clamp(500, 30_000);
+        self.delay_ms.store(new, Ordering::Relaxed);
+        Duration::from_millis(new)
+    }
+
+    fn relax(&self) {
+        let old = self.delay_ms.load(Ordering::Relaxed);
+        if old > 0 {
+            let new = old * 7 / 8;
+            self.delay_ms
+                .store(if new < 20 { 0 } else { new }, Ordering::Relaxed);
+        }
+    }
+}
+
+/// `--rate N`: letters are spaced 1/N s apart. With Redis the schedule is shared by every
+/// worker (a GCRA "theoretical arrival time" kept in one key); without it, per process.
+enum RateLimiter {
+    Local {
+        interval: Duration,
+        next: std::sync::Mutex<Instant>,
+    },
+    Redis {
+        interval_us: u64,
+        conn: redis::aio::MultiplexedConnection,
+        script: redis::Script,
+        local: Box<RateLimiter>,
+    },
+}
+
+const RATE_KEY: &str = "mailctl:send:rate";
+const RATE_SCRIPT: &str = r#"
+local interval = tonumber(ARGV[1])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local ttl = math.floor((tat + interval - now) / 1000) + 1000
+redis.call('SET', KEYS[1], string.format('%.0f', tat + interval), 'PX', ttl)
+return math.floor(tat - now)
+"#;
+
+impl RateLimiter {
+    async fn new(rate: u32, redis_url: Option<&str>) -> RateLimiter {
+        let interval = Duration::from_secs_f64(1.0 / rate as f64);
+        let local = RateLimiter::Local {
+            interval,
+            next: std::sync::Mutex::new(Instant::now()),
+        };
+        let Some(url) = redis_url else { return local };
+        let conn = async {
+            let client = redis::Client::open(url).ok()?;
+            tokio::time::timeout(
+                Duration::from_secs(3),
+                client.get_multiplexed_async_connection(),
+            )
+            .await
+            .ok()?
+            .ok()
+        }
+        .await;
+        match conn {
+            Some(conn) => RateLimiter::Redis {
+                interval_us: interval.as_micros().max(1) as u64,
+                conn,
+                script: redis::Script::new(RATE_SCRIPT),
+                local: Box::new(local),
+            },
+            None => {
+                eprintln!("warning: Redis unreachable, --rate applies to this process only");
+                local
+            }
+        }
+    }
+
+    async fn acquire(&self) {
+        let wait = match self {
+            RateLimiter::Local { interval, next } => {
+                let mut next = next.lock().expect("rate limiter");
+                let now = Instant::now();
+                let slot = (*next).max(now);
+                *next = slot + *interval;
+                slot - now
+            }
+            RateLimiter::Redis {
+                interval_us,
+                conn,
+                script,
+                local,
+            } => {
+                let mut conn = conn.clone();
+                let reply: redis::RedisResult<i64> = script
+                    .key(RATE_KEY)
+                    .arg(*interval_us)
+                    .invoke_async(&mut conn)
+                    .await;
+                match reply {
+                    Ok(us) => Duration::from_micros(us.max(0) as u64),
+                    Err(_) => return Box::pin(local.acquire()).await,
+                }
+            }
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
