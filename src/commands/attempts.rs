@@ -29,12 +29,8 @@ pub async fn run(ctx: &Ctx, cmd: AttemptsCmd) -> Result<()> {
             AttemptStatus::Success => "success",
             AttemptStatus::Failure => "failure",
         }),
-        since: since
-            .map(|s| validate::datetime("since", &s))
-            .transpose()?,
-        until: until
-            .map(|s| validate::datetime("until", &s))
-            .transpose()?,
+        since: since.map(|s| validate::datetime("since", &s)).transpose()?,
+        until: until.map(|s| validate::datetime("until", &s)).transpose()?,
     };
     let mut out = ListWriter::<Attempt>::new(ctx.format())?;
     attempts::for_each(db, scope, &filter, |a| out.row(a)).await?;

@@ -51,7 +51,8 @@ pub async fn target(db: &Db, scope: Scope, id: i64) -> Result<Target> {
 
 /// Mailings whose window has passed are completed, whatever is left.
 pub async fn complete_expired(db: &Db, now: DateTime<Utc>) -> Result<u64> {
-    let sql = "UPDATE mailings SET status = 'completed' WHERE end_at < $1 AND status <> 'completed'";
+    let sql =
+        "UPDATE mailings SET status = 'completed' WHERE end_at < $1 AND status <> 'completed'";
     Ok(on_pool!(db, p => sqlx::query(sql).bind(now).execute(p).await.map(|r| r.rows_affected()))?)
 }
 
@@ -88,14 +89,14 @@ pub async fn complete_if_done(db: &Db, mailing_id: i64) -> Result<bool> {
          AND NOT EXISTS (SELECT 1 FROM mailing_clients mc LEFT JOIN deliveries d \
              ON d.mailing_id = mc.mailing_id AND d.client_id = mc.client_id \
            WHERE mc.mailing_id = $1 AND (d.id IS NULL OR d.state IN ('pending', 'sending')))";
-    Ok(on_pool!(db, p => sqlx::query(sql).bind(mailing_id).execute(p).await.map(|r| r.rows_affected()))? > 0)
+    Ok(
+        on_pool!(db, p => sqlx::query(sql).bind(mailing_id).execute(p).await.map(|r| r.rows_affected()))?
+            > 0,
+    )
 }
 
 fn id_list(ids: &[i64]) -> String {
-    ids.iter()
-        .map(i64::to_string)
-        .collect::<Vec<_>>()
-        .join(",")
+    ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
 }
 
 const CLAIMABLE: &str = "((state = 'pending' AND (next_try_at IS NULL OR next_try_at <= $1)) \

@@ -21,7 +21,7 @@ use crate::db::deliveries::{self, Claimed, Target};
 use crate::db::{self, Db};
 use crate::error::{Error, Result};
 use crate::mail::compose::{Recipient, Template};
-use crate::mail::transport::{Outcome, Transport, smtp_timeout};
+use crate::mail::transport::{Endpoint, Outcome, Session, smtp_timeout};
 
 pub struct Options {
     /// Letters in flight at once (and SMTP connections in the pool).
@@ -108,7 +108,7 @@ type Ack = oneshot::Sender<bool>;
 /// Shared state of one run.
 struct Run {
     db: Db,
-    transport: Transport,
+    endpoint: Endpoint,
     templates: HashMap<i64, (Arc<Template>, i64)>,
     writer: mpsc::Sender<(Finished, Ack)>,
     rate: Option<RateLimiter>,
@@ -137,7 +137,12 @@ impl Run {
 
 /// Sends the due letters of these mailings. Returns the summary even when the run stopped
 /// early (the reason is in `stopped`); an error means the database failed.
-pub async fn run(db: &Db, config: &Config, targets: Vec<Target>, opts: &Options) -> Result<Summary> {
+pub async fn run(
+    db: &Db,
+    config: &Config,
+    targets: Vec<Target>,
+    opts: &Options,
+) -> Result<Summary> {
     let started = Instant::now();
     let mut summary = Summary {
         mailings: targets.len() as u64,
@@ -187,7 +192,7 @@ pub async fn run(db: &Db, config: &Config, targets: Vec<Target>, opts: &Options)
     };
     let run = Arc::new(Run {
         db: db.clone(),
-        transport: Transport::from_config(config, opts.concurrency as u32)?,
+        endpoint: Endpoint::from_config(config)?,
         templates,
         writer: writer_tx,
         rate,
@@ -249,12 +254,7 @@ pub async fn run(db: &Db, config: &Config, targets: Vec<Target>, opts: &Options)
     Ok(summary)
 }
 
-async fn claim_loop(
-    run: &Run,
-    ids: &[i64],
-    opts: &Options,
-    jobs: mpsc::Sender<Job>,
-) -> Result<()> {
+async fn claim_loop(run: &Run, ids: &[i64], opts: &Options, jobs: mpsc::Sender<Job>) -> Result<()> {
     let mut remaining = opts.limit.unwrap_or(u64::MAX);
     let batch = opts.concurrency as u64;
     while remaining > 0 && !run.stop.load(Ordering::SeqCst) {
@@ -295,13 +295,14 @@ async fn claim_loop(
 }
 
 async fn worker(run: Arc<Run>, jobs: Arc<Mutex<mpsc::Receiver<Job>>>) {
+    let mut session = run.endpoint.session();
     loop {
         let job = { jobs.lock().await.recv().await };
         let Some(job) = job else { break };
         let finished = if run.stop.load(Ordering::SeqCst) {
             release(&run, &job, "run stopped before this letter was sent")
         } else {
-            send_one(&run, &job).await
+            send_one(&run, &mut session, &job).await
         };
         let (ack_tx, ack_rx) = oneshot::channel();
         let next = finished.next;
@@ -329,6 +330,7 @@ async fn worker(run: Arc<Run>, jobs: Arc<Mutex<mpsc::Receiver<Job>>>) {
             _ => run.stop("cannot record results in the database".into()),
         }
     }
+    session.close().await;
 }
 
 fn release(run: &Run, job: &Job, why: &str) -> Finished {
@@ -346,7 +348,7 @@ fn release(run: &Run, job: &Job, why: &str) -> Finished {
     }
 }
 
-async fn send_one(run: &Run, job: &Job) -> Finished {
+async fn send_one(run: &Run, session: &mut Session, job: &Job) -> Finished {
     let c = &job.claimed;
     let Some((template, owner_id)) = run.templates.get(&c.mailing_id) else {
         return release(run, job, "unknown mailing");
@@ -369,12 +371,15 @@ async fn send_one(run: &Run, job: &Job) -> Finished {
     let outcome = match template.letter(&recipient) {
         Ok(letter) => {
             let budget = run.lease.saturating_sub(job.claimed_at.elapsed()) * 3 / 4;
-            match tokio::time::timeout(budget, run.transport.send(letter)).await {
+            match tokio::time::timeout(budget, session.send(&letter)).await {
                 Ok(o) => o,
-                Err(_) => Outcome::Temporary(format!(
-                    "timed out after {:.0}s (claim lease)",
-                    budget.as_secs_f64()
-                )),
+                Err(_) => {
+                    session.reset();
+                    Outcome::Temporary(format!(
+                        "timed out after {:.0}s (claim lease)",
+                        budget.as_secs_f64()
+                    ))
+                }
             }
         }
         Err(e) => Outcome::Permanent(format!("not sent: {e}")),
