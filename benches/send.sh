@@ -42,13 +42,16 @@ PIDS+=($!)
 sleep 0.5
 
 # --- the reference: smtp-source --------------------------------------------------------------
-# -d: many messages per connection; -s sessions in parallel; -l payload bytes.
-start=$(date +%s.%N)
-/usr/sbin/smtp-source -d -s "$CONCURRENCY" -m "$N" -l "$SIZE" -f bench@example.org \
-    -t sink@example.com "127.0.0.1:$SINK_PORT"
-end=$(date +%s.%N)
-REF=$(python3 -c "print(round($N / ($end - $start), 1))")
-echo "smtp-source: $N messages of $SIZE bytes, $CONCURRENCY sessions: $REF msg/s"
+# -d: many messages per connection; -s sessions in parallel; -l payload bytes. Measured right
+# before each mailctl run, so both see the same machine load.
+reference() {
+    local start end
+    start=$(date +%s.%N)
+    /usr/sbin/smtp-source -d -s "$CONCURRENCY" -m "$N" -l "$SIZE" -f bench@example.org \
+        -t sink@example.com "127.0.0.1:$SINK_PORT"
+    end=$(date +%s.%N)
+    python3 -c "print(round($N / ($end - $start), 1))"
+}
 
 # --- mailctl set-up -------------------------------------------------------------------------
 # An installation with one user, a ~2 KB message and `count` recipients in one mailing.
@@ -82,12 +85,12 @@ open(sys.argv[2], 'w').write(body)" "$((SIZE - 700))" "$dir/body.txt"
 # Runs send-due under GNU time; prints "letters/s peak_rss_kb".
 measure() { # dir
     local dir=$1
-    /usr/bin/time -f '%M' -o "$dir/rss" "$BIN" send-due --concurrency "$CONCURRENCY" --format json \
+    /usr/bin/time -f '%M %U %S %e' -o "$dir/rss" "$BIN" send-due --concurrency "$CONCURRENCY" --format json \
         >"$dir/summary.json" 2>"$dir/stderr"
     local sent lps
     sent=$(python3 -c "import json; print(json.load(open('$dir/summary.json'))['sent'])")
     lps=$(python3 -c "import json; print(round(json.load(open('$dir/summary.json'))['letters_per_second'], 1))")
-    echo "$sent $lps $(cat "$dir/rss")"
+    read -r rss_kb user_s sys_s wall_s < "$dir/rss"; echo "cpu: user ${user_s}s sys ${sys_s}s wall ${wall_s}s" >&2; echo "$sent $lps $rss_kb"
 }
 
 pg_url() { # a fresh database on a private cluster (or BENCH_PG_URL)
@@ -112,11 +115,13 @@ for backend in $BACKENDS; do
     mkdir -p "$dir"
     if [[ $backend == sqlite ]]; then url=sqlite://$dir/data/mailctl.db; else url=$(pg_url); fi
     setup "$dir" "$url" "$N"
+    REF=$(reference)
+    echo "smtp-source: $N messages of $SIZE bytes, $CONCURRENCY sessions: $REF msg/s"
     read -r sent lps rss < <(measure "$dir")
     ratio=$(python3 -c "print(round(100 * $lps / $REF))")
     echo "mailctl ($backend): sent $sent, $lps letters/s = $ratio% of smtp-source, peak RSS $((rss / 1024)) MB"
     [[ $sent == "$N" ]] || { echo "expected $N letters, sent $sent" >&2; cat "$dir/stderr" >&2; exit 1; }
-    RESULT[$backend]="$lps letters/s ($ratio%), RSS $((rss / 1024)) MB"
+    RESULT[$backend]="| $REF | $lps | $ratio% | $((rss / 1024)) MB |"
 done
 
 if [[ $MEMORY == 1 ]]; then
@@ -132,7 +137,6 @@ if [[ $MEMORY == 1 ]]; then
 fi
 
 echo
-echo "| what | letters/s |"
-echo "|---|---|"
-echo "| smtp-source -d -s $CONCURRENCY -m $N -l $SIZE | $REF |"
-for backend in $BACKENDS; do echo "| mailctl send-due --concurrency $CONCURRENCY ($backend) | ${RESULT[$backend]} |"; done
+echo "| backend | smtp-source -d -s $CONCURRENCY msg/s | mailctl send-due --concurrency $CONCURRENCY letters/s | ratio | peak RSS |"
+echo "|---|---|---|---|---|"
+for backend in $BACKENDS; do echo "| $backend ${RESULT[$backend]}"; done

@@ -48,42 +48,80 @@ pub async fn record(db: &Db, done: &[Finished]) -> Result<()> {
     if done.is_empty() {
         return Ok(());
     }
-    let attempt = "INSERT INTO attempts (mailing_id, client_id, attempted_at, status, server_response) \
-                   VALUES ($1, $2, $3, $4, $5)";
-    let update = "UPDATE deliveries SET state = $1, tries = tries + $2, next_try_at = $3, \
-                    lease_until = NULL, last_reply = $4, updated_at = $5 \
-                  WHERE id = $6 AND state = 'sending' AND lease_until = $7";
-    let bounce = "INSERT INTO suppressions (owner_id, email_key, reason, created_at) \
-                  VALUES ($1, $2, 'bounced', $3) ON CONFLICT (owner_id, email_key) DO NOTHING";
+    // Multi-row statements: a batch costs four round trips whatever its size.
+    let tried: Vec<&Finished> = done.iter().filter(|f| f.next != Next::Release).collect();
+    let bounced: Vec<&Finished> = done.iter().filter(|f| f.next == Next::Failed).collect();
+    let insert_attempts = format!(
+        "INSERT INTO attempts (mailing_id, client_id, attempted_at, status, server_response) VALUES {}",
+        placeholders(tried.len(), 5)
+    );
+    let update_deliveries = format!(
+        "UPDATE deliveries SET state = v.column2, tries = deliveries.tries + v.column3, \
+           next_try_at = v.column4, lease_until = NULL, last_reply = v.column5, updated_at = v.column6 \
+         FROM (VALUES {}) AS v \
+         WHERE deliveries.id = v.column1 AND deliveries.state = 'sending' AND deliveries.lease_until = v.column7",
+        placeholders(done.len(), 7)
+    );
+    let suppress = format!(
+        "INSERT INTO suppressions (owner_id, email_key, reason, created_at) \
+         SELECT v.column1, v.column2, 'bounced', v.column3 FROM (VALUES {}) AS v \
+         WHERE TRUE ON CONFLICT (owner_id, email_key) DO NOTHING",
+        placeholders(bounced.len(), 3)
+    );
     on_pool!(db, p => {
         let mut tx = p.begin().await?;
+        if !tried.is_empty() {
+            let mut q = sqlx::query(&insert_attempts);
+            for f in &tried {
+                let status = if f.next == Next::Sent { "success" } else { "failure" };
+                q = q.bind(f.mailing_id).bind(f.client_id).bind(f.attempted_at).bind(status).bind(&f.reply);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        let mut q = sqlx::query(&update_deliveries);
         for f in done {
-            let (state, adjust, next_try_at, status): (&str, i32, Option<DateTime<Utc>>, &str) = match f.next {
-                Next::Sent => ("sent", 0, None, "success"),
-                Next::Failed => ("failed", 0, None, "failure"),
-                Next::Retry(at) => ("pending", 0, Some(at), "failure"),
-                Next::Throttled(at) => ("pending", -1, Some(at), "failure"),
-                Next::Release => ("pending", -1, None, ""),
+            let (state, adjust, next_try_at): (&str, i32, Option<DateTime<Utc>>) = match f.next {
+                Next::Sent => ("sent", 0, None),
+                Next::Failed => ("failed", 0, None),
+                Next::Retry(at) => ("pending", 0, Some(at)),
+                Next::Throttled(at) => ("pending", -1, Some(at)),
+                Next::Release => ("pending", -1, None),
             };
-            if f.next != Next::Release {
-                sqlx::query(attempt)
-                    .bind(f.mailing_id).bind(f.client_id).bind(f.attempted_at).bind(status).bind(&f.reply)
-                    .execute(&mut *tx).await?;
-            }
             let reply = (f.next != Next::Release).then_some(f.reply.as_str());
-            sqlx::query(update)
-                .bind(state).bind(adjust).bind(next_try_at).bind(reply).bind(f.attempted_at)
-                .bind(f.delivery_id).bind(f.lease_until)
-                .execute(&mut *tx).await?;
-            if f.next == Next::Failed {
-                sqlx::query(bounce)
-                    .bind(f.owner_id).bind(email_key(&f.email)).bind(f.attempted_at)
-                    .execute(&mut *tx).await?;
+            q = q.bind(f.delivery_id).bind(state).bind(adjust).bind(next_try_at).bind(reply)
+                .bind(f.attempted_at).bind(f.lease_until);
+        }
+        q.execute(&mut *tx).await?;
+        if !bounced.is_empty() {
+            let mut q = sqlx::query(&suppress);
+            for f in &bounced {
+                q = q.bind(f.owner_id).bind(email_key(&f.email)).bind(f.attempted_at);
             }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await
     })?;
     Ok(())
+}
+
+/// `($1, $2), ($3, $4)` for `rows` rows of `cols` values.
+fn placeholders(rows: usize, cols: usize) -> String {
+    let mut s = String::with_capacity(rows * cols * 5);
+    for r in 0..rows {
+        if r > 0 {
+            s.push_str(", ");
+        }
+        s.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                s.push_str(", ");
+            }
+            s.push('$');
+            s.push_str(&(r * cols + c + 1).to_string());
+        }
+        s.push(')');
+    }
+    s
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, Semaphore, mpsc};
 
 use crate::config::Config;
 use crate::db::attempts::{self, Finished, Next};
@@ -46,6 +46,12 @@ fn env_seconds(name: &str) -> Option<Duration> {
 }
 
 impl Options {
+    /// Letters that may be claimed but not yet recorded (twice the concurrency): the most a
+    /// crash can send twice.
+    pub fn window(&self) -> usize {
+        self.concurrency * 2
+    }
+
     /// `MAILCTL_SEND_LEASE` (seconds, default the larger of 10 minutes and 10 SMTP timeouts)
     /// and `MAILCTL_RETRY_DELAY` (seconds, default 60) tune crash recovery and retries.
     pub fn new(concurrency: usize, rate: Option<u32>, limit: Option<u64>) -> Options {
@@ -103,29 +109,19 @@ struct Job {
     claimed_at: Instant,
 }
 
-type Ack = oneshot::Sender<bool>;
-
-/// Shared state of one run.
-struct Run {
-    db: Db,
-    endpoint: Endpoint,
-    templates: HashMap<i64, (Arc<Template>, i64)>,
-    writer: mpsc::Sender<(Finished, Ack)>,
-    rate: Option<RateLimiter>,
-    throttle: Throttle,
+/// What the claimer, the workers and the writer share.
+struct Shared {
     stop: AtomicBool,
     stopped: std::sync::Mutex<Option<String>>,
-    unreachable_streak: AtomicU64,
-    lease: Duration,
-    retry_base: Duration,
-    concurrency: usize,
     sent: AtomicU64,
     failed: AtomicU64,
     deferred: AtomicU64,
     progress: Option<indicatif::ProgressBar>,
+    /// One permit per letter that may be claimed but not yet recorded: the window.
+    window: Arc<Semaphore>,
 }
 
-impl Run {
+impl Shared {
     fn stop(&self, why: String) {
         let mut s = self.stopped.lock().expect("stop reason");
         if s.is_none() {
@@ -133,6 +129,25 @@ impl Run {
         }
         self.stop.store(true, Ordering::SeqCst);
     }
+
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+}
+
+/// The state of one run, shared by the claimer and the workers.
+struct Run {
+    db: Db,
+    shared: Arc<Shared>,
+    endpoint: Endpoint,
+    templates: HashMap<i64, (Arc<Template>, i64)>,
+    writer: mpsc::Sender<Finished>,
+    rate: Option<RateLimiter>,
+    throttle: Throttle,
+    unreachable_streak: AtomicU64,
+    lease: Duration,
+    retry_base: Duration,
+    concurrency: usize,
 }
 
 /// Sends the due letters of these mailings. Returns the summary even when the run stopped
@@ -184,29 +199,41 @@ pub async fn run(
         None
     };
 
-    let (writer_tx, writer_rx) = mpsc::channel(opts.concurrency * 2);
-    let writer = tokio::spawn(write_results(db.clone(), writer_rx));
+    // SQLite has one write lock per database: claims and result writes of this process go
+    // through one connection, queued in the pool, instead of meeting in SQLite's busy handler
+    // (which sleeps in steps of milliseconds).
+    let work_db = if db.is_postgres() {
+        db.clone()
+    } else {
+        Db::connect(&config.database_url, 1).await?
+    };
+    let shared = Arc::new(Shared {
+        stop: AtomicBool::new(false),
+        stopped: std::sync::Mutex::new(None),
+        sent: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        deferred: AtomicU64::new(0),
+        progress,
+        window: Arc::new(Semaphore::new(opts.window())),
+    });
+    let (writer_tx, writer_rx) = mpsc::channel(opts.window());
+    let writer = tokio::spawn(write_results(work_db.clone(), writer_rx, shared.clone()));
     let rate = match opts.rate {
         Some(r) => Some(RateLimiter::new(r, config.redis_url.as_deref()).await),
         None => None,
     };
     let run = Arc::new(Run {
-        db: db.clone(),
+        db: work_db.clone(),
         endpoint: Endpoint::from_config(config)?,
         templates,
         writer: writer_tx,
+        shared: shared.clone(),
         rate,
         throttle: Throttle::default(),
-        stop: AtomicBool::new(false),
-        stopped: std::sync::Mutex::new(None),
         unreachable_streak: AtomicU64::new(0),
         lease: opts.lease,
         retry_base: opts.retry_base,
         concurrency: opts.concurrency,
-        sent: AtomicU64::new(0),
-        failed: AtomicU64::new(0),
-        deferred: AtomicU64::new(0),
-        progress,
     });
 
     // Jobs wait in a short queue: claims are made just ahead of sending.
@@ -221,20 +248,24 @@ pub async fn run(
         w.await
             .map_err(|e| Error::runtime(format!("sender worker: {e}")))?;
     }
-    let Run {
+    // The last sender of the writer channel goes with `run`: the writer drains and ends.
+    drop(run);
+    let written = writer
+        .await
+        .map_err(|e| Error::runtime(format!("sender writer: {e}")))?;
+    let Shared {
         sent,
         failed,
         deferred,
         progress,
         stopped,
         ..
-    } = Arc::into_inner(run).expect("workers are done");
-    // All senders of the writer channel are gone now; the writer drains and ends.
-    let written = writer
-        .await
-        .map_err(|e| Error::runtime(format!("sender writer: {e}")))?;
+    } = Arc::into_inner(shared).expect("writer is done");
     if let Some(bar) = progress {
         bar.finish_and_clear();
+    }
+    if !db.is_postgres() {
+        work_db.close().await;
     }
     claimed?;
     written?;
@@ -256,25 +287,31 @@ pub async fn run(
 
 async fn claim_loop(run: &Run, ids: &[i64], opts: &Options, jobs: mpsc::Sender<Job>) -> Result<()> {
     let mut remaining = opts.limit.unwrap_or(u64::MAX);
-    let batch = opts.concurrency as u64;
-    while remaining > 0 && !run.stop.load(Ordering::SeqCst) {
+    let batch = opts.concurrency.min(opts.window());
+    let window = run.shared.window.clone();
+    while remaining > 0 && !run.shared.stopping() {
+        // Claim only when the window has room for a whole batch.
+        let n = (batch as u64).min(remaining) as usize;
+        let permits = window
+            .clone()
+            .acquire_many_owned(n as u32)
+            .await
+            .expect("the window is never closed");
+        if run.shared.stopping() {
+            break;
+        }
         let now = db::now();
         let lease_until = now + chrono::Duration::from_std(run.lease).expect("lease fits");
-        let rows = match deliveries::claim(
-            &run.db,
-            ids,
-            batch.min(remaining) as usize,
-            now,
-            lease_until,
-        )
-        .await
-        {
+        let rows = match deliveries::claim(&run.db, ids, n, now, lease_until).await {
             Ok(rows) => rows,
             Err(e) => {
-                run.stop(format!("cannot claim deliveries: {e}"));
+                run.shared.stop(format!("cannot claim deliveries: {e}"));
                 return Err(e);
             }
         };
+        // Each claimed row keeps its permit until its outcome is committed.
+        permits.forget();
+        window.add_permits(n - rows.len());
         if rows.is_empty() {
             break;
         }
@@ -299,35 +336,13 @@ async fn worker(run: Arc<Run>, jobs: Arc<Mutex<mpsc::Receiver<Job>>>) {
     loop {
         let job = { jobs.lock().await.recv().await };
         let Some(job) = job else { break };
-        let finished = if run.stop.load(Ordering::SeqCst) {
+        let finished = if run.shared.stopping() {
             release(&run, &job, "run stopped before this letter was sent")
         } else {
             send_one(&run, &mut session, &job).await
         };
-        let (ack_tx, ack_rx) = oneshot::channel();
-        let next = finished.next;
-        if run.writer.send((finished, ack_tx)).await.is_err() {
-            run.stop("the result writer stopped".into());
-            continue;
-        }
-        // The next letter waits until this outcome is committed: this is what bounds the
-        // duplicate window to `concurrency` letters.
-        match ack_rx.await {
-            Ok(true) => {
-                let counter = match next {
-                    Next::Sent => Some(&run.sent),
-                    Next::Failed => Some(&run.failed),
-                    Next::Retry(_) | Next::Throttled(_) => Some(&run.deferred),
-                    Next::Release => None,
-                };
-                if let Some(c) = counter {
-                    c.fetch_add(1, Ordering::Relaxed);
-                    if let Some(bar) = &run.progress {
-                        bar.inc(1);
-                    }
-                }
-            }
-            _ => run.stop("cannot record results in the database".into()),
+        if run.writer.send(finished).await.is_err() {
+            run.shared.stop("the result writer stopped".into());
         }
     }
     session.close().await;
@@ -404,7 +419,8 @@ async fn send_one(run: &Run, session: &mut Session, job: &Job) -> Finished {
     if outcome.is_unreachable() {
         let streak = run.unreachable_streak.fetch_add(1, Ordering::SeqCst) + 1;
         if streak >= (run.concurrency as u64).max(3) {
-            run.stop(format!("SMTP server unreachable: {}", outcome.reply()));
+            run.shared
+                .stop(format!("SMTP server unreachable: {}", outcome.reply()));
         }
     } else {
         run.unreachable_streak.store(0, Ordering::SeqCst);
@@ -423,37 +439,51 @@ async fn send_one(run: &Run, session: &mut Session, job: &Job) -> Finished {
 }
 
 /// Commits results in groups: whatever arrived while the previous commit ran goes into the
-/// next transaction. Each sender is told when its result is durable.
-async fn write_results(db: Db, mut rx: mpsc::Receiver<(Finished, Ack)>) -> Result<()> {
+/// next transaction. A letter's permit in the window comes back only once its outcome is
+/// durable, and only then does it count in the summary.
+async fn write_results(
+    db: Db,
+    mut rx: mpsc::Receiver<Finished>,
+    shared: Arc<Shared>,
+) -> Result<()> {
     let mut failure = None;
     while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < 1024 {
+        let mut done = vec![first];
+        while done.len() < 1024 {
             match rx.try_recv() {
-                Ok(item) => batch.push(item),
+                Ok(item) => done.push(item),
                 Err(_) => break,
             }
         }
-        let (done, acks): (Vec<Finished>, Vec<Ack>) = batch.into_iter().unzip();
-        let mut ok = false;
         if failure.is_none() {
             for pause in [0u64, 200, 1000, 3000] {
                 tokio::time::sleep(Duration::from_millis(pause)).await;
                 match attempts::record(&db, &done).await {
                     Ok(()) => {
-                        ok = true;
+                        failure = None;
                         break;
                     }
                     Err(e) => failure = Some(e),
                 }
             }
-            if ok {
-                failure = None;
+            if failure.is_none() {
+                for f in &done {
+                    let counter = match f.next {
+                        Next::Sent => &shared.sent,
+                        Next::Failed => &shared.failed,
+                        Next::Retry(_) | Next::Throttled(_) => &shared.deferred,
+                        Next::Release => continue,
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    if let Some(bar) = &shared.progress {
+                        bar.inc(1);
+                    }
+                }
+            } else {
+                shared.stop("cannot record results in the database".into());
             }
         }
-        for ack in acks {
-            let _ = ack.send(ok);
-        }
+        shared.window.add_permits(done.len());
     }
     match failure {
         Some(e) => Err(e),

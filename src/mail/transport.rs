@@ -239,21 +239,37 @@ impl SmtpTarget {
         TlsParameters::new(self.host.clone())
     }
 
-    async fn connect(
-        &self,
-    ) -> std::result::Result<AsyncSmtpConnection, lettre::transport::smtp::Error> {
-        let implicit = match self.tls {
-            TlsMode::Implicit => Some(self.tls_parameters()?),
-            _ => None,
+    /// Connects, upgrades to TLS, authenticates. Any failure here (even a 5xx to AUTH) is
+    /// about the server, never about a recipient: the text starts with "cannot connect".
+    async fn connect(&self) -> std::result::Result<AsyncSmtpConnection, String> {
+        let fail = |e: &dyn std::fmt::Display| {
+            format!("cannot connect to {}:{}: {e}", self.host, self.port)
         };
-        let mut conn = AsyncSmtpConnection::connect_tokio1(
-            (self.host.as_str(), self.port),
-            Some(self.timeout),
-            &self.hello,
-            implicit,
-            None,
-        )
-        .await?;
+        self.try_connect().await.map_err(|e| match e {
+            ConnectError::Io(e) => fail(&e),
+            ConnectError::Smtp(e) => fail(&smtp_error_text(&e)),
+        })
+    }
+
+    async fn try_connect(&self) -> std::result::Result<AsyncSmtpConnection, ConnectError> {
+        let mut conn = if self.tls == TlsMode::Implicit {
+            AsyncSmtpConnection::connect_tokio1(
+                (self.host.as_str(), self.port),
+                Some(self.timeout),
+                &self.hello,
+                Some(self.tls_parameters()?),
+                None,
+            )
+            .await?
+        } else {
+            // Our own socket, so that Nagle's algorithm is off: lettre writes a command and
+            // then waits for the reply, and a delayed ACK would cost ~40 ms per letter.
+            let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+                .await
+                .map_err(ConnectError::Io)?;
+            tcp.set_nodelay(true).map_err(ConnectError::Io)?;
+            AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &self.hello).await?
+        };
         if self.tls != TlsMode::Implicit && (conn.can_starttls() || self.tls == TlsMode::Required) {
             conn.starttls(self.tls_parameters()?, &self.hello).await?;
         }
@@ -262,6 +278,17 @@ impl SmtpTarget {
                 .await?;
         }
         Ok(conn)
+    }
+}
+
+enum ConnectError {
+    Io(std::io::Error),
+    Smtp(lettre::transport::smtp::Error),
+}
+
+impl From<lettre::transport::smtp::Error> for ConnectError {
+    fn from(e: lettre::transport::smtp::Error) -> Self {
+        ConnectError::Smtp(e)
     }
 }
 
@@ -309,7 +336,7 @@ impl Session {
         if self.conn.is_none() {
             match target.connect().await {
                 Ok(conn) => self.conn = Some(conn),
-                Err(e) => return classify(Err(e)),
+                Err(text) => return Outcome::Temporary(text),
             }
         }
         let conn = self.conn.as_mut().expect("connected");
