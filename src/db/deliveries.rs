@@ -142,6 +142,7 @@ pub async fn claim(
     n: usize,
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
+    include_lapsed: bool,
 ) -> Result<Vec<Claimed>> {
     if mailing_ids.is_empty() || n == 0 {
         return Ok(Vec::new());
@@ -149,15 +150,19 @@ pub async fn claim(
     // Two statements, each served by the (mailing_id, state, next_try_at) index, so a claim
     // costs the same on the last recipient as on the first: lapsed leases (few: at most the
     // letters a dead worker had in flight), then pending rows that are due.
-    let mut rows = claim_where(
-        db,
-        mailing_ids,
-        "state = 'sending' AND lease_until < $1",
-        n,
-        now,
-        lease_until,
-    )
-    .await?;
+    let mut rows = if include_lapsed {
+        claim_where(
+            db,
+            mailing_ids,
+            "state = 'sending' AND lease_until < $1",
+            n,
+            now,
+            lease_until,
+        )
+        .await?
+    } else {
+        Vec::new()
+    };
     if rows.len() < n {
         let more = claim_where(
             db,
