@@ -204,11 +204,10 @@ pub async fn run(
     // SQLite has one write lock per database: claims and result writes of this process go
     // through one connection, queued in the pool, instead of meeting in SQLite's busy handler
     // (which sleeps in steps of milliseconds).
-    let work_db = if db.is_postgres() {
-        db.clone()
-    } else {
-        Db::connect(&config.database_url, 1).await?
-    };
+    // PostgreSQL commits of several writers overlap (and share the server's WAL flushes):
+    // one pool of its own with a connection per writer and one for the claimer.
+    let writers = if db.is_postgres() { 3 } else { 1 };
+    let work_db = Db::connect(&config.database_url, writers + 1).await?;
     let shared = Arc::new(Shared {
         stop: AtomicBool::new(false),
         stopped: std::sync::Mutex::new(None),
@@ -219,7 +218,16 @@ pub async fn run(
         window: Arc::new(Semaphore::new(opts.window())),
     });
     let (writer_tx, writer_rx) = mpsc::channel(opts.window());
-    let writer = tokio::spawn(write_results(work_db.clone(), writer_rx, shared.clone()));
+    let writer_rx = Arc::new(Mutex::new(writer_rx));
+    let writer: Vec<_> = (0..writers)
+        .map(|_| {
+            tokio::spawn(write_results(
+                work_db.clone(),
+                writer_rx.clone(),
+                shared.clone(),
+            ))
+        })
+        .collect();
     let rate = match opts.rate {
         Some(r) => Some(RateLimiter::new(r, config.redis_url.as_deref()).await),
         None => None,
@@ -252,9 +260,15 @@ pub async fn run(
     }
     // The last sender of the writer channel goes with `run`: the writer drains and ends.
     drop(run);
-    let written = writer
-        .await
-        .map_err(|e| Error::runtime(format!("sender writer: {e}")))?;
+    let mut written = Ok(());
+    for w in writer {
+        let result = w
+            .await
+            .map_err(|e| Error::runtime(format!("sender writer: {e}")))?;
+        if written.is_ok() {
+            written = result;
+        }
+    }
     let Shared {
         sent,
         failed,
@@ -266,9 +280,7 @@ pub async fn run(
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
-    if !db.is_postgres() {
-        work_db.close().await;
-    }
+    work_db.close().await;
     claimed?;
     written?;
 
@@ -289,7 +301,7 @@ pub async fn run(
 
 async fn claim_loop(run: &Run, ids: &[i64], opts: &Options, jobs: mpsc::Sender<Job>) -> Result<()> {
     let mut remaining = opts.limit.unwrap_or(u64::MAX);
-    let batch = opts.concurrency.min(opts.window());
+    let batch = (opts.concurrency * 2).min(opts.window());
     let window = run.shared.window.clone();
     let mut last_lapsed_check = None;
     while remaining > 0 && !run.shared.stopping() {
@@ -452,16 +464,21 @@ async fn send_one(run: &Run, session: &mut Session, job: &Job) -> Finished {
 /// durable, and only then does it count in the summary.
 async fn write_results(
     db: Db,
-    mut rx: mpsc::Receiver<Finished>,
+    rx: Arc<Mutex<mpsc::Receiver<Finished>>>,
     shared: Arc<Shared>,
 ) -> Result<()> {
     let mut failure = None;
-    while let Some(first) = rx.recv().await {
-        let mut done = vec![first];
-        while done.len() < 1024 {
-            match rx.try_recv() {
-                Ok(item) => done.push(item),
-                Err(_) => break,
+    loop {
+        let mut done = Vec::new();
+        {
+            let mut rx = rx.lock().await;
+            let Some(first) = rx.recv().await else { break };
+            done.push(first);
+            while done.len() < 1024 {
+                match rx.try_recv() {
+                    Ok(item) => done.push(item),
+                    Err(_) => break,
+                }
             }
         }
         if failure.is_none() {
