@@ -757,3 +757,48 @@ fn rate_limit_is_shared_through_redis() {
     );
     assert_eq!(server.received_count(), 30);
 }
+
+/// Credentials in MAILCTL_SMTP_URL are used (AUTH); wrong ones stop the run without costing
+/// any recipient a permanent failure.
+#[test]
+fn smtp_auth_from_the_url() {
+    let mut env = Env::new(Backend::Sqlite);
+    let server = common::servers::start_smtp_with_auth("mailer", "s3cret p@ss");
+    let ann = env.account("user", "ann");
+    let c = ann.client("auth@example.com");
+    ann.mailing(ann.message("Auth"), &[c]);
+
+    let port = server.url().rsplit(':').next().unwrap().to_string();
+    env.set(
+        "MAILCTL_SMTP_URL",
+        &format!("smtp://mailer:wrong@127.0.0.1:{port}"),
+    );
+    let ann = env.as_("ann");
+    let run = ann.run(&["send-due"]);
+    run.expect_code(1);
+    assert!(
+        !run.stderr().contains("wrong"),
+        "password leaked: {}",
+        run.stderr()
+    );
+    assert_eq!(server.received_count(), 0);
+    let tries = attempts(&ann, &[]);
+    assert_eq!(tries.len(), 1);
+    assert!(
+        tries[0]["server_response"]
+            .as_str()
+            .unwrap()
+            .contains("535"),
+        "{tries:?}"
+    );
+
+    env.set("MAILCTL_RETRY_DELAY", "0");
+    env.set(
+        "MAILCTL_SMTP_URL",
+        &format!("smtp://mailer:s3cret%20p%40ss@127.0.0.1:{port}"),
+    );
+    let ann = env.as_("ann");
+    sql_exec(&env, "UPDATE deliveries SET next_try_at = NULL");
+    assert_eq!(n(&send_due(&ann, &[]), "sent"), 1);
+    assert_eq!(recipients(&server), ["auth@example.com"]);
+}

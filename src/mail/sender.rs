@@ -147,6 +147,9 @@ struct Run {
     rate: Option<RateLimiter>,
     throttle: Throttle,
     unreachable_streak: AtomicU64,
+    /// Some server reply was read in this run (the server is reachable).
+    reached: AtomicBool,
+    last_unreachable: std::sync::Mutex<Option<String>>,
     lease: Duration,
     retry_base: Duration,
     concurrency: usize,
@@ -241,6 +244,8 @@ pub async fn run(
         rate,
         throttle: Throttle::default(),
         unreachable_streak: AtomicU64::new(0),
+        reached: AtomicBool::new(false),
+        last_unreachable: std::sync::Mutex::new(None),
         lease: opts.lease,
         retry_base: opts.retry_base,
         concurrency: opts.concurrency,
@@ -258,6 +263,17 @@ pub async fn run(
         w.await
             .map_err(|e| Error::runtime(format!("sender worker: {e}")))?;
     }
+    // No reply at all and connections refused (or AUTH/TLS failed): the server is down
+    // (exit 1), even when too few letters were due to trip the streak.
+    let down = if run.reached.load(Ordering::SeqCst) {
+        None
+    } else {
+        run.last_unreachable
+            .lock()
+            .expect("last unreachable")
+            .take()
+            .map(|why| format!("SMTP server unreachable: {why}"))
+    };
     // The last sender of the writer channel goes with `run`: the writer drains and ends.
     drop(run);
     let mut written = Ok(());
@@ -290,7 +306,7 @@ pub async fn run(
     summary.sent = sent.into_inner();
     summary.failed = failed.into_inner();
     summary.deferred = deferred.into_inner();
-    summary.stopped = stopped.into_inner().expect("stop reason");
+    summary.stopped = stopped.into_inner().expect("stop reason").or(down);
     summary.elapsed_seconds = started.elapsed().as_secs_f64();
     let letters = summary.sent + summary.failed + summary.deferred;
     if summary.elapsed_seconds > 0.0 {
@@ -438,6 +454,10 @@ async fn send_one(run: &Run, session: &mut Session, job: &Job) -> Finished {
         }
     };
     if outcome.is_unreachable() {
+        if outcome.reply().starts_with("cannot connect") {
+            *run.last_unreachable.lock().expect("last unreachable") =
+                Some(outcome.reply().to_string());
+        }
         let streak = run.unreachable_streak.fetch_add(1, Ordering::SeqCst) + 1;
         if streak >= (run.concurrency as u64).max(3) {
             run.shared
@@ -445,6 +465,7 @@ async fn send_one(run: &Run, session: &mut Session, job: &Job) -> Finished {
         }
     } else {
         run.unreachable_streak.store(0, Ordering::SeqCst);
+        run.reached.store(true, Ordering::SeqCst);
     }
     Finished {
         delivery_id: c.id,
