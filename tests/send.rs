@@ -802,3 +802,18 @@ fn smtp_auth_from_the_url() {
     assert_eq!(n(&send_due(&ann, &[]), "sent"), 1);
     assert_eq!(recipients(&server), ["auth@example.com"]);
 }
+
+/// --limit caps one run; --dry-run counts without sending; the rest goes on the next run.
+#[test]
+fn limit_and_dry_run() {
+    let env = Env::new(Backend::Sqlite);
+    let ann = env.account("user", "ann");
+    bulk_mailing(&ann, "l", 5);
+    let dry = send_due(&ann, &["--dry-run"]);
+    assert_eq!(dry["would_send"], 5);
+    assert!(!env.outbox().exists(), "a dry run sends nothing");
+    assert_eq!(n(&send_due(&ann, &["--limit", "2"]), "sent"), 2);
+    assert_eq!(std::fs::read_dir(env.outbox()).unwrap().count(), 2);
+    assert_eq!(n(&send_due(&ann, &[]), "sent"), 3);
+    assert_eq!(std::fs::read_dir(env.outbox()).unwrap().count(), 5);
+}
