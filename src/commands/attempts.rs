@@ -1,10 +1,38 @@
-//! attempts list (issue 7).
-#![allow(unused_variables)]
+//! attempts list: every try of every letter, streamed.
 
 use super::Ctx;
-use crate::cli::AttemptsCmd;
-use crate::error::{Error, Result};
+use crate::auth::policy::{self, Access};
+use crate::cli::{AttemptStatus, AttemptsCmd};
+use crate::db::attempts::{self, Attempt, Filter};
+use crate::db::mailings;
+use crate::error::Result;
+use crate::output::ListWriter;
+use crate::validate;
 
 pub async fn run(ctx: &Ctx, cmd: AttemptsCmd) -> Result<()> {
-    Err(Error::runtime("attempts is not implemented yet"))
+    let AttemptsCmd::List {
+        mailing,
+        status,
+        since,
+        until,
+    } = cmd;
+    let actor = ctx.actor().await?;
+    let db = ctx.db().await?;
+    // Users see their own mailings' attempts; managers and admins see all.
+    let scope = policy::scope(&actor, Access::Read);
+    if let Some(id) = mailing {
+        mailings::get(db, scope, id).await?;
+    }
+    let filter = Filter {
+        mailing,
+        status: status.map(|s| match s {
+            AttemptStatus::Success => "success",
+            AttemptStatus::Failure => "failure",
+        }),
+        since: since.map(|s| validate::datetime("since", &s)).transpose()?,
+        until: until.map(|s| validate::datetime("until", &s)).transpose()?,
+    };
+    let mut out = ListWriter::<Attempt>::new(ctx.format())?;
+    attempts::for_each(db, scope, &filter, |a| out.row(a)).await?;
+    out.finish()
 }

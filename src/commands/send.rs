@@ -1,15 +1,86 @@
-//! send-due and mailings send (issue 7).
-#![allow(unused_variables)]
+//! send-due (from cron) and mailings send ID (now, by the owner or an admin).
+
+use std::io::IsTerminal;
 
 use super::Ctx;
-use crate::auth::policy::Actor;
+use crate::auth::policy::{self, Access, Actor};
 use crate::cli::{SendArgs, SendOpts};
+use crate::db::{self, deliveries};
 use crate::error::{Error, Result};
+use crate::mail::sender::{self, Options, Summary};
+use crate::output::{Format, time};
 
 pub async fn send_due(ctx: &Ctx, args: SendArgs) -> Result<()> {
-    Err(Error::runtime("send-due is not implemented yet"))
+    let db = ctx.db().await?;
+    let now = db::now();
+    deliveries::complete_expired(db, now).await?;
+    let targets = deliveries::due(db, now).await?;
+    run(ctx, targets, &args.opts).await
 }
 
 pub async fn send_one(ctx: &Ctx, actor: &Actor, id: i64, opts: SendOpts) -> Result<()> {
-    Err(Error::runtime("mailings send is not implemented yet"))
+    let db = ctx.db().await?;
+    // Owner or admin; anyone else (a manager included) does not see it: not found.
+    let target = deliveries::target(db, policy::scope(actor, Access::Write), id).await?;
+    let now = db::now();
+    if target.disabled {
+        return Err(Error::invalid(
+            "mailing",
+            format!("{id} is disabled by a manager"),
+        ));
+    }
+    if target.blocked {
+        return Err(Error::invalid(
+            "mailing",
+            format!("the owner of mailing {id} is blocked"),
+        ));
+    }
+    if target.end_at < now {
+        deliveries::complete_expired(db, now).await?;
+        return Err(Error::invalid(
+            "mailing",
+            format!("{id} ended at {}", time(&target.end_at)),
+        ));
+    }
+    run(ctx, vec![target], &opts).await
+}
+
+async fn run(ctx: &Ctx, targets: Vec<deliveries::Target>, opts: &SendOpts) -> Result<()> {
+    let db = ctx.db().await?;
+    if opts.dry_run {
+        let ids: Vec<i64> = targets.iter().map(|t| t.id).collect();
+        let mut n = deliveries::claimable(db, &ids, db::now()).await?;
+        if let Some(limit) = opts.limit {
+            n = n.min(limit);
+        }
+        eprintln!(
+            "dry run: would send {n} letter{} for {} mailing{}",
+            if n == 1 { "" } else { "s" },
+            ids.len(),
+            if ids.len() == 1 { "" } else { "s" }
+        );
+        if ctx.format() == Format::Json {
+            println!(
+                "{}",
+                serde_json::json!({ "dry_run": true, "mailings": ids, "would_send": n })
+            );
+        }
+        return Ok(());
+    }
+    let mut options = Options::new(opts.concurrency, opts.rate, opts.limit);
+    options.progress = std::io::stderr().is_terminal();
+    let summary = sender::run(db, &ctx.config, targets, &options).await?;
+    report(ctx, &summary)?;
+    match summary.stopped {
+        Some(why) => Err(Error::runtime(why)),
+        None => Ok(()),
+    }
+}
+
+fn report(ctx: &Ctx, summary: &Summary) -> Result<()> {
+    eprintln!("{}", summary.line());
+    if ctx.format() == Format::Json {
+        println!("{}", serde_json::to_string(summary)?);
+    }
+    Ok(())
 }

@@ -19,7 +19,9 @@ use crate::config::redact_url;
 use crate::error::{Error, Result};
 
 pub mod accounts;
+pub mod attempts;
 pub mod clients;
+pub mod deliveries;
 pub mod import;
 pub mod mailings;
 pub mod messages;

@@ -1,4 +1,5 @@
 //! Letters: composing them, and the transports that carry them (SMTP or the outbox).
 
 pub mod compose;
+pub mod sender;
 pub mod transport;

@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Sender throughput and memory, against postfix's smtp-sink on 127.0.0.1, with postfix's
+# smtp-source (fastest mode: -d, many messages per connection) as the reference.
+#
+#   benches/send.sh                       # 20,000 letters of ~2 KB, concurrency 8, SQLite + PostgreSQL
+#   N=5000 BACKENDS=sqlite benches/send.sh
+#   MEMORY=1 benches/send.sh              # also peak RSS for 10,000 vs 100,000 recipients (SQLite)
+#
+# Needs: postfix (smtp-sink, smtp-source), sqlite3, PostgreSQL server binaries (or
+# BENCH_PG_URL=postgres://... of an empty database you can drop tables in), GNU time.
+# Builds target/release/mailctl. Prints one line per measurement and a summary table.
+set -euo pipefail
+
+N=${N:-20000}
+CONCURRENCY=${CONCURRENCY:-8}
+SIZE=${SIZE:-2048}
+BACKENDS=${BACKENDS:-"sqlite postgres"}
+MEMORY=${MEMORY:-0}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=$ROOT/target/release/mailctl
+WORK=$(mktemp -d /tmp/mailctl-bench.XXXXXX)
+chmod 755 "$WORK"
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    if [[ -n "${PGDATA_DIR:-}" ]]; then
+        runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDATA_DIR" -m immediate stop >/dev/null 2>&1 || true
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+(cd "$ROOT" && cargo build --release --quiet)
+
+# --- the sink -----------------------------------------------------------------------------
+SINK_PORT=$(free_port)
+SINK_USER=$([[ $(id -u) == 0 ]] && echo nobody || id -un)
+/usr/sbin/smtp-sink -u "$SINK_USER" "127.0.0.1:$SINK_PORT" 1024 &
+PIDS+=($!)
+sleep 0.5
+
+# --- the reference: smtp-source --------------------------------------------------------------
+# -d: many messages per connection; -s sessions in parallel; -l payload bytes. Measured right
+# before each mailctl run, so both see the same machine load.
+reference() {
+    local start end
+    start=$(date +%s.%N)
+    /usr/sbin/smtp-source -d -s "$CONCURRENCY" -m "$N" -l "$SIZE" -f bench@example.org \
+        -t sink@example.com "127.0.0.1:$SINK_PORT"
+    end=$(date +%s.%N)
+    python3 -c "print(round($N / ($end - $start), 1))"
+}
+
+# --- mailctl set-up -------------------------------------------------------------------------
+# An installation with one user, a ~2 KB message and `count` recipients in one mailing.
+setup() { # dir db_url count
+    local dir=$1 url=$2 count=$3
+    export HOME=$dir XDG_DATA_HOME=$dir/data XDG_CONFIG_HOME=$dir/config
+    export MAILCTL_DATABASE_URL=$url MAILCTL_SESSION_FILE=$dir/session
+    unset MAILCTL_SMTP_URL
+    echo bench-password-123 | "$BIN" csu --email admin@example.org --password-stdin >/dev/null 2>&1
+    echo bench-password-123 | "$BIN" login --email admin@example.org --password-stdin >/dev/null 2>&1
+    python3 -c "
+import sys
+line = 'Lorem ipsum dolor sit amet, consectetur adipiscing elit, {{full_name}}.\n'
+body = (line * (int(sys.argv[1]) // len(line) + 1))[:int(sys.argv[1])]
+open(sys.argv[2], 'w').write(body)" "$((SIZE - 700))" "$dir/body.txt"
+    "$BIN" messages add --subject 'Benchmark for {{full_name}}' --body-file "$dir/body.txt" >/dev/null
+    local sql="WITH RECURSIVE seq(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seq WHERE n < $count)
+      INSERT INTO clients (owner_id, email, email_key, full_name, comment, created_at)
+      SELECT 1, 'r' || n || '@example.com', 'r' || n || '@example.com', 'Person ' || n, '',
+             '2026-01-01T00:00:00+00:00' FROM seq;"
+    if [[ $url == sqlite://* ]]; then
+        sqlite3 "${url#sqlite://}" "$sql"
+    else
+        psql -X -q -d "$url" -c "$sql"
+    fi
+    "$BIN" mailings add --message 1 --start 2020-01-01T00:00:00Z --end 2099-01-01T00:00:00Z \
+        --all-clients >/dev/null
+    export MAILCTL_SMTP_URL=smtp://127.0.0.1:$SINK_PORT
+}
+
+# Runs send-due under GNU time; prints "letters/s peak_rss_kb".
+measure() { # dir
+    local dir=$1
+    /usr/bin/time -f '%M %U %S %e' -o "$dir/rss" "$BIN" send-due --concurrency "$CONCURRENCY" --format json \
+        >"$dir/summary.json" 2>"$dir/stderr"
+    local sent lps
+    sent=$(python3 -c "import json; print(json.load(open('$dir/summary.json'))['sent'])")
+    lps=$(python3 -c "import json; print(round(json.load(open('$dir/summary.json'))['letters_per_second'], 1))")
+    read -r rss_kb user_s sys_s wall_s < "$dir/rss"; echo "cpu: user ${user_s}s sys ${sys_s}s wall ${wall_s}s" >&2; echo "$sent $lps $rss_kb"
+}
+
+pg_url() { # a fresh database on a private cluster (or BENCH_PG_URL)
+    if [[ -n "${BENCH_PG_URL:-}" ]]; then echo "$BENCH_PG_URL"; return; fi
+    if [[ -z "${PGDATA_DIR:-}" ]]; then
+        PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+        PGDATA_DIR=$WORK/pg
+        PG_PORT=$(free_port)
+        mkdir -p "$PGDATA_DIR" && chown postgres "$PGDATA_DIR" 2>/dev/null || true
+        runuser -u postgres -- "$PGBIN/initdb" -D "$PGDATA_DIR" -U postgres --auth=trust >/dev/null
+        runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDATA_DIR" -l "$PGDATA_DIR/log" -w \
+            -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$PGDATA_DIR" start >/dev/null
+    fi
+    local name=bench_$RANDOM$RANDOM
+    psql -X -q -d "postgres://postgres@127.0.0.1:$PG_PORT/postgres" -c "CREATE DATABASE $name"
+    echo "postgres://postgres@127.0.0.1:$PG_PORT/$name"
+}
+
+declare -A RESULT
+for backend in $BACKENDS; do
+    dir=$WORK/$backend
+    mkdir -p "$dir"
+    if [[ $backend == sqlite ]]; then url=sqlite://$dir/data/mailctl.db; else url=$(pg_url); fi
+    setup "$dir" "$url" "$N"
+    REF=$(reference)
+    echo "smtp-source: $N messages of $SIZE bytes, $CONCURRENCY sessions: $REF msg/s"
+    read -r sent lps rss < <(measure "$dir")
+    ratio=$(python3 -c "print(round(100 * $lps / $REF))")
+    echo "mailctl ($backend): sent $sent, $lps letters/s = $ratio% of smtp-source, peak RSS $((rss / 1024)) MB"
+    [[ $sent == "$N" ]] || { echo "expected $N letters, sent $sent" >&2; cat "$dir/stderr" >&2; exit 1; }
+    RESULT[$backend]="| $REF | $lps | $ratio% | $((rss / 1024)) MB |"
+done
+
+if [[ $MEMORY == 1 ]]; then
+    for count in 10000 100000; do
+        dir=$WORK/mem$count
+        mkdir -p "$dir"
+        setup "$dir" "sqlite://$dir/data/mailctl.db" "$count"
+        read -r sent lps rss < <(measure "$dir")
+        echo "memory: $count recipients: sent $sent, $lps letters/s, peak RSS $((rss / 1024)) MB ($rss KB)"
+        RESULT[mem$count]=$rss
+    done
+    python3 -c "print('memory: peak RSS 100k / 10k = %.2f' % (${RESULT[mem100000]} / ${RESULT[mem10000]}))"
+fi
+
+echo
+echo "| backend | smtp-source -d -s $CONCURRENCY msg/s | mailctl send-due --concurrency $CONCURRENCY letters/s | ratio | peak RSS |"
+echo "|---|---|---|---|---|"
+for backend in $BACKENDS; do echo "| $backend ${RESULT[$backend]}"; done

@@ -1,0 +1,207 @@
+//! Per-recipient delivery rows: the sender's source of truth.
+//!
+//! A row is `pending` until a worker claims it (`sending`, with a lease), then `sent`,
+//! `failed` (permanent), back to `pending` with a `next_try_at` (temporary), or
+//! `suppressed` (the owner must not write to that address). A `sending` row whose lease has
+//! run out belongs to a worker that died; any worker may claim it again.
+
+use chrono::{DateTime, Utc};
+
+use super::Db;
+use crate::auth::policy::Scope;
+use crate::error::{Error, Result};
+use crate::on_pool;
+
+/// A mailing with what the sender needs to write its letters.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Target {
+    pub id: i64,
+    pub owner_id: i64,
+    pub status: String,
+    pub start_at: DateTime<Utc>,
+    pub end_at: DateTime<Utc>,
+    pub disabled: bool,
+    pub blocked: bool,
+    pub subject: String,
+    pub body: String,
+    pub html: Option<String>,
+}
+
+const TARGET: &str = "SELECT m.id, m.owner_id, m.status, m.start_at, m.end_at, m.disabled, a.blocked, \
+       msg.subject, msg.body, msg.html \
+     FROM mailings m JOIN messages msg ON msg.id = m.message_id JOIN accounts a ON a.id = m.owner_id";
+
+/// Due mailings: inside their window, not disabled, owner not blocked. Completed ones are
+/// included, so recipients added after completion still get their letter.
+pub async fn due(db: &Db, now: DateTime<Utc>) -> Result<Vec<Target>> {
+    let sql = format!(
+        "{TARGET} WHERE m.start_at <= $1 AND m.end_at >= $1 AND NOT m.disabled AND NOT a.blocked \
+         ORDER BY m.id"
+    );
+    Ok(on_pool!(db, p => sqlx::query_as::<_, Target>(&sql).bind(now).fetch_all(p).await)?)
+}
+
+/// One mailing the actor may send (`mailings send ID`).
+pub async fn target(db: &Db, scope: Scope, id: i64) -> Result<Target> {
+    let sql = format!("{TARGET} WHERE m.id = $1 AND ($2 IS NULL OR m.owner_id = $2)");
+    on_pool!(db, p => sqlx::query_as::<_, Target>(&sql)
+        .bind(id).bind(scope.owner()).fetch_optional(p).await)?
+    .ok_or_else(|| Error::not_found("mailing", id))
+}
+
+/// Mailings whose window has passed are completed, whatever is left.
+pub async fn complete_expired(db: &Db, now: DateTime<Utc>) -> Result<u64> {
+    let sql =
+        "UPDATE mailings SET status = 'completed' WHERE end_at < $1 AND status <> 'completed'";
+    Ok(on_pool!(db, p => sqlx::query(sql).bind(now).execute(p).await.map(|r| r.rows_affected()))?)
+}
+
+const SUPPRESSED: &str = "EXISTS (SELECT 1 FROM clients c JOIN suppressions s \
+       ON s.owner_id = c.owner_id AND s.email_key = c.email_key WHERE c.id = deliveries.client_id)";
+
+/// Gets a mailing ready for this run: a row for every recipient that has none yet (recipients
+/// added later get theirs on a later run), suppressed addresses set aside, status `active`.
+/// Returns how many rows were set aside as suppressed.
+pub async fn prepare(db: &Db, mailing_id: i64, now: DateTime<Utc>) -> Result<u64> {
+    let materialise = "INSERT INTO deliveries (mailing_id, client_id, state, tries, updated_at) \
+         SELECT mailing_id, client_id, 'pending', 0, $2 FROM mailing_clients WHERE mailing_id = $1 \
+         ON CONFLICT (mailing_id, client_id) DO NOTHING";
+    let suppress = format!(
+        "UPDATE deliveries SET state = 'suppressed', lease_until = NULL, \
+           last_reply = 'suppressed: unsubscribed or refused before', updated_at = $2 \
+         WHERE mailing_id = $1 AND (state = 'pending' OR (state = 'sending' AND lease_until < $2)) \
+           AND {SUPPRESSED}"
+    );
+    let activate = "UPDATE mailings SET status = 'active' WHERE id = $1 AND status <> 'active' \
+         AND EXISTS (SELECT 1 FROM deliveries WHERE mailing_id = $1 AND state IN ('pending', 'sending'))";
+    let suppressed = on_pool!(db, p => {
+        sqlx::query(materialise).bind(mailing_id).bind(now).execute(p).await?;
+        let n = sqlx::query(&suppress).bind(mailing_id).bind(now).execute(p).await?.rows_affected();
+        sqlx::query(activate).bind(mailing_id).execute(p).await?;
+        Ok::<_, sqlx::Error>(n)
+    })?;
+    Ok(suppressed)
+}
+
+/// `completed` once every recipient has a final outcome (sent, failed, suppressed).
+pub async fn complete_if_done(db: &Db, mailing_id: i64) -> Result<bool> {
+    let sql = "UPDATE mailings SET status = 'completed' WHERE id = $1 AND status <> 'completed' \
+         AND NOT EXISTS (SELECT 1 FROM mailing_clients mc LEFT JOIN deliveries d \
+             ON d.mailing_id = mc.mailing_id AND d.client_id = mc.client_id \
+           WHERE mc.mailing_id = $1 AND (d.id IS NULL OR d.state IN ('pending', 'sending')))";
+    Ok(
+        on_pool!(db, p => sqlx::query(sql).bind(mailing_id).execute(p).await.map(|r| r.rows_affected()))?
+            > 0,
+    )
+}
+
+fn id_list(ids: &[i64]) -> String {
+    ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+}
+
+const CLAIMABLE: &str = "((state = 'pending' AND (next_try_at IS NULL OR next_try_at <= $1)) \
+       OR (state = 'sending' AND lease_until < $1))";
+
+/// How many letters could go out now (for the progress bar and `--dry-run`). Recipients
+/// without a row yet count too.
+pub async fn claimable(db: &Db, mailing_ids: &[i64], now: DateTime<Utc>) -> Result<u64> {
+    if mailing_ids.is_empty() {
+        return Ok(0);
+    }
+    let ids = id_list(mailing_ids);
+    let sql = format!(
+        "SELECT \
+           (SELECT COUNT(*) FROM deliveries WHERE mailing_id IN ({ids}) AND {CLAIMABLE} AND NOT {SUPPRESSED}) + \
+           (SELECT COUNT(*) FROM mailing_clients mc WHERE mc.mailing_id IN ({ids}) AND NOT EXISTS \
+              (SELECT 1 FROM deliveries d WHERE d.mailing_id = mc.mailing_id AND d.client_id = mc.client_id))"
+    );
+    let n: i64 = on_pool!(db, p => sqlx::query_scalar(&sql).bind(now).fetch_one(p).await)?;
+    Ok(n.max(0) as u64)
+}
+
+/// A delivery claimed by this worker, with what its letter needs.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Claimed {
+    pub id: i64,
+    pub mailing_id: i64,
+    pub client_id: i64,
+    pub tries: i32,
+    pub email: String,
+    pub full_name: String,
+}
+
+/// Atomically takes up to `n` deliveries of these mailings that are due now (pending and
+/// due, or `sending` with a lapsed lease), marking them `sending` until `lease_until` (which
+/// also serves as this claim's token: results are recorded only while it still holds).
+///
+/// PostgreSQL: `FOR UPDATE SKIP LOCKED`, so any number of workers share the table.
+/// SQLite: one UPDATE statement takes the database's single write lock.
+pub async fn claim(
+    db: &Db,
+    mailing_ids: &[i64],
+    n: usize,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    include_lapsed: bool,
+) -> Result<Vec<Claimed>> {
+    if mailing_ids.is_empty() || n == 0 {
+        return Ok(Vec::new());
+    }
+    // Two statements, each served by the (mailing_id, state, next_try_at) index, so a claim
+    // costs the same on the last recipient as on the first: lapsed leases (few: at most the
+    // letters a dead worker had in flight), then pending rows that are due.
+    let mut rows = if include_lapsed {
+        claim_where(
+            db,
+            mailing_ids,
+            "state = 'sending' AND lease_until < $1",
+            n,
+            now,
+            lease_until,
+        )
+        .await?
+    } else {
+        Vec::new()
+    };
+    if rows.len() < n {
+        let more = claim_where(
+            db,
+            mailing_ids,
+            "state = 'pending' AND (next_try_at IS NULL OR next_try_at <= $1)",
+            n - rows.len(),
+            now,
+            lease_until,
+        )
+        .await?;
+        rows.extend(more);
+    }
+    Ok(rows)
+}
+
+async fn claim_where(
+    db: &Db,
+    mailing_ids: &[i64],
+    condition: &str,
+    n: usize,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+) -> Result<Vec<Claimed>> {
+    let lock = if db.is_postgres() {
+        "FOR UPDATE SKIP LOCKED"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "UPDATE deliveries SET state = 'sending', tries = tries + 1, lease_until = $2, updated_at = $1 \
+         WHERE id IN (SELECT id FROM deliveries WHERE mailing_id IN ({ids}) AND {condition} \
+                      AND NOT {SUPPRESSED} LIMIT $3 {lock}) \
+         RETURNING id, mailing_id, client_id, tries, \
+           (SELECT c.email FROM clients c WHERE c.id = deliveries.client_id) AS email, \
+           (SELECT c.full_name FROM clients c WHERE c.id = deliveries.client_id) AS full_name",
+        ids = id_list(mailing_ids),
+    );
+    let mut rows = on_pool!(db, p => sqlx::query_as::<_, Claimed>(&sql)
+        .bind(now).bind(lease_until).bind(n as i64).fetch_all(p).await)?;
+    rows.sort_by_key(|r| r.id);
+    Ok(rows)
+}

@@ -1,0 +1,819 @@
+//! The sender against a real SMTP server (tests/smtp_server.py) on both backends:
+//! send-due, mailings send, retries, permanent failures, crashes, overlapping runs, workers.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::servers::{SmtpServer, start_smtp};
+use common::{Backend, Caller, Env};
+use mailparse::MailHeaderMap;
+use serde_json::Value;
+
+/// Runs `fn name(env: &mut Env)` on SQLite and on PostgreSQL.
+macro_rules! both {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn sqlite() {
+                    super::$name(&mut crate::common::Env::new(crate::common::Backend::Sqlite));
+                }
+                #[test]
+                fn postgres() {
+                    super::$name(&mut crate::common::Env::new(crate::common::Backend::Postgres));
+                }
+            }
+        )+
+    };
+}
+
+both!(
+    delivers_letters_a_mail_client_can_read,
+    temporary_failure_is_retried_on_a_later_run_after_backoff,
+    permanent_failure_is_final_and_suppresses_the_address,
+    server_down_defers_and_exits_1,
+    slow_server_times_out_and_is_retried,
+    throttling_slows_down_without_burning_tries,
+    overlapping_runs_never_send_twice,
+    killed_mid_run_recovers_within_the_window,
+    who_may_send_and_what_is_due,
+    attempts_list_is_scoped_and_filtered,
+    unsubscribed_addresses_are_skipped,
+);
+
+// ---------------------------------------------------------------------------------------------
+// helpers
+// ---------------------------------------------------------------------------------------------
+
+fn smtp(env: &mut Env) -> SmtpServer {
+    let server = start_smtp();
+    env.set("MAILCTL_SMTP_URL", &server.url());
+    env.set("MAILCTL_FROM", "News <news@example.org>");
+    env.set("MAILCTL_BASE_URL", "https://mail.example.org");
+    server
+}
+
+fn send_due(caller: &Caller, extra: &[&str]) -> Value {
+    let mut args = vec!["send-due"];
+    args.extend_from_slice(extra);
+    caller.json(&args)
+}
+
+fn n(v: &Value, key: &str) -> u64 {
+    v[key].as_u64().unwrap_or_else(|| panic!("no {key} in {v}"))
+}
+
+/// Runs SQL through the library's own pool (bulk set-up and state checks).
+fn sql_i64(env: &Env, sql: &str) -> i64 {
+    let url = env.db_url.clone();
+    let sql = sql.to_string();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async move {
+            let db = mailctl::db::Db::open(&url, 1).await.unwrap();
+            let v: i64 =
+                mailctl::on_pool!(&db, p => sqlx::query_scalar::<_, i64>(&sql).fetch_one(p).await)
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            db.close().await;
+            v
+        })
+}
+
+fn sql_exec(env: &Env, sql: &str) {
+    let url = env.db_url.clone();
+    let sql = sql.to_string();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async move {
+            let db = mailctl::db::Db::open(&url, 1).await.unwrap();
+            mailctl::on_pool!(&db, p => sqlx::query(&sql).execute(p).await.map(|_| ()))
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            db.close().await;
+        })
+}
+
+/// `n` clients `{tag}{i}@example.com` of the caller, created in one statement, then a
+/// mailing of a fresh message to all of them. Returns the mailing id.
+fn bulk_mailing(caller: &Caller, tag: &str, count: usize) -> i64 {
+    let owner = caller.json(&["whoami"])["id"].as_i64().unwrap();
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let now = if caller.env.backend == Backend::Sqlite {
+        now.replace('Z', "+00:00")
+    } else {
+        now
+    };
+    sql_exec(
+        caller.env,
+        &format!(
+            "WITH RECURSIVE seq(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seq WHERE n < {count}) \
+             INSERT INTO clients (owner_id, email, email_key, full_name, comment, created_at) \
+             SELECT {owner}, '{tag}' || n || '@example.com', '{tag}' || n || '@example.com', \
+                    'Person ' || n, '', '{now}' FROM seq"
+        ),
+    );
+    let msg = caller.message(&format!("Bulk {tag}"));
+    let start = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let end = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
+    caller.json(&[
+        "mailings",
+        "add",
+        "--message",
+        &msg.to_string(),
+        "--start",
+        &start,
+        "--end",
+        &end,
+        "--all-clients",
+    ])["id"]
+        .as_i64()
+        .unwrap()
+}
+
+/// `mailctl send-due ARGS` as a child process (for concurrent runs and SIGKILL).
+fn spawn_send_due(env: &Env, args: &[&str]) -> Child {
+    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("mailctl"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", env.dir.path())
+        .env("XDG_DATA_HOME", env.dir.path().join("data"))
+        .env("XDG_CONFIG_HOME", env.dir.path().join("config"))
+        .env("MAILCTL_DATABASE_URL", &env.db_url)
+        .args(["send-due", "--format", "json"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in &env.vars {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawn mailctl send-due")
+}
+
+fn wait_ok(child: Child) -> Value {
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "send-due failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Recipient address of each received letter (the To header, parsed).
+fn recipients(server: &SmtpServer) -> Vec<String> {
+    server
+        .messages()
+        .iter()
+        .map(|raw| {
+            let mail = mailparse::parse_mail(raw).unwrap();
+            let to = mail.headers.iter().find(|h| h.get_key() == "To").unwrap();
+            match &mailparse::addrparse_header(to).unwrap()[0] {
+                mailparse::MailAddr::Single(s) => s.addr.clone(),
+                other => panic!("unexpected To: {other:?}"),
+            }
+        })
+        .collect()
+}
+
+fn counts(list: &[String]) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for r in list {
+        *m.entry(r.clone()).or_insert(0) += 1;
+    }
+    m
+}
+
+fn attempts(caller: &Caller, extra: &[&str]) -> Vec<Value> {
+    let mut args = vec!["attempts", "list"];
+    args.extend_from_slice(extra);
+    caller.json(&args).as_array().unwrap().clone()
+}
+
+fn status(caller: &Caller, mailing: i64) -> String {
+    caller.json(&["mailings", "show", &mailing.to_string()])["status"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+// ---------------------------------------------------------------------------------------------
+// scenarios
+// ---------------------------------------------------------------------------------------------
+
+fn delivers_letters_a_mail_client_can_read(env: &mut Env) {
+    let server = smtp(env);
+    let ann = env.account("user", "ann");
+    let anna = ann.json(&[
+        "clients",
+        "add",
+        "--email",
+        "anna@example.com",
+        "--name",
+        "Анна <Каренина> & Co",
+    ])["id"]
+        .as_i64()
+        .unwrap();
+    let plain = ann.json(&["clients", "add", "--email", "plain@example.com"])["id"]
+        .as_i64()
+        .unwrap();
+    let html = env.dir.path().join("letter.html");
+    std::fs::write(
+        &html,
+        "<p>Здравствуйте, <b>{{full_name}}</b> ({{email}})</p>",
+    )
+    .unwrap();
+    let msg = ann.json(&[
+        "messages",
+        "add",
+        "--subject",
+        "Привет, {{full_name}}!",
+        "--body",
+        "Дорогая {{full_name}}, письмо для {{email}}.",
+        "--html-file",
+        html.to_str().unwrap(),
+    ])["id"]
+        .as_i64()
+        .unwrap();
+    let mailing = ann.mailing(msg, &[anna, plain]);
+    assert_eq!(status(&ann, mailing), "created");
+
+    let summary = send_due(&ann, &[]);
+    assert_eq!(n(&summary, "sent"), 2, "{summary}");
+    assert_eq!(n(&summary, "failed"), 0);
+    assert_eq!(n(&summary, "deferred"), 0);
+    assert!(summary["letters_per_second"].as_f64().unwrap() > 0.0);
+    assert_eq!(status(&ann, mailing), "completed");
+
+    let letters = server.messages();
+    assert_eq!(letters.len(), 2);
+    let raw = letters
+        .iter()
+        .find(|l| String::from_utf8_lossy(l).contains("anna@example.com"))
+        .unwrap();
+    let mail = mailparse::parse_mail(raw).unwrap();
+    let h = |name: &str| mail.headers.get_first_value(name).unwrap_or_default();
+    assert_eq!(h("Subject"), "Привет, Анна <Каренина> & Co!");
+    let to = mail.headers.iter().find(|h| h.get_key() == "To").unwrap();
+    match &mailparse::addrparse_header(to).unwrap()[0] {
+        mailparse::MailAddr::Single(s) => {
+            assert_eq!(s.display_name.as_deref(), Some("Анна <Каренина> & Co"));
+            assert_eq!(s.addr, "anna@example.com");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(h("From").contains("news@example.org"));
+    assert_eq!(
+        h("Message-ID"),
+        format!("<mailing-{mailing}.client-{anna}@example.org>")
+    );
+    let date = mailparse::dateparse(&h("Date")).unwrap();
+    assert!((chrono::Utc::now().timestamp() - date).abs() < 120);
+    let unsub = h("List-Unsubscribe");
+    let prefix = format!("<https://mail.example.org/unsubscribe/{mailing}.{anna}.");
+    assert!(
+        unsub.starts_with(&prefix) && unsub.ends_with('>'),
+        "{unsub}"
+    );
+    assert_eq!(h("List-Unsubscribe-Post"), "List-Unsubscribe=One-Click");
+    assert_eq!(mail.ctype.mimetype, "multipart/alternative");
+    assert_eq!(mail.subparts.len(), 2);
+    assert_eq!(mail.subparts[0].ctype.mimetype, "text/plain");
+    assert_eq!(
+        mail.subparts[0].get_body().unwrap().trim(),
+        "Дорогая Анна <Каренина> & Co, письмо для anna@example.com."
+    );
+    assert_eq!(mail.subparts[1].ctype.mimetype, "text/html");
+    assert_eq!(
+        mail.subparts[1].get_body().unwrap().trim(),
+        "<p>Здравствуйте, <b>Анна &lt;Каренина&gt; &amp; Co</b> (anna@example.com)</p>"
+    );
+
+    // Every try is recorded with the server's own reply.
+    let tries = attempts(&ann, &["--mailing", &mailing.to_string()]);
+    assert_eq!(tries.len(), 2);
+    for t in &tries {
+        assert_eq!(t["status"], "success");
+        let reply = t["server_response"].as_str().unwrap();
+        assert!(reply.starts_with("250 2.0.0 Ok: queued as "), "{reply}");
+    }
+
+    // Nothing left to do: exit 0, nothing sent again.
+    let again = send_due(&ann, &[]);
+    assert_eq!(n(&again, "sent"), 0);
+    assert_eq!(server.received_count(), 2);
+}
+
+fn temporary_failure_is_retried_on_a_later_run_after_backoff(env: &mut Env) {
+    let server = smtp(env);
+    server.set_rules(
+        r#"{"rcpt": [{"match": "tempfail", "reply": "451 4.3.0 Try again later", "times": 1}]}"#,
+    );
+    let ann = env.account("user", "ann");
+    let ok = ann.client("ok@example.com");
+    let temp = ann.client("tempfail@example.com");
+    let mailing = ann.mailing(ann.message("Retry"), &[ok, temp]);
+
+    let first = send_due(&ann, &[]);
+    assert_eq!(
+        (n(&first, "sent"), n(&first, "deferred")),
+        (1, 1),
+        "{first}"
+    );
+    assert_eq!(status(&ann, mailing), "active");
+    let failures = attempts(&ann, &["--status", "failure"]);
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0]["server_response"], "451 4.3.0 Try again later");
+    assert_eq!(failures[0]["email"], "tempfail@example.com");
+
+    // Backoff (default a minute): an immediate second run does not retry yet.
+    let early = send_due(&ann, &[]);
+    assert_eq!(n(&early, "sent") + n(&early, "deferred"), 0, "{early}");
+
+    env.set("MAILCTL_RETRY_DELAY", "0");
+    sql_exec(
+        env,
+        "UPDATE deliveries SET next_try_at = NULL WHERE state = 'pending'",
+    );
+    let ann = env.as_("ann");
+    let second = send_due(&ann, &[]);
+    assert_eq!(n(&second, "sent"), 1, "{second}");
+    assert_eq!(status(&ann, mailing), "completed");
+    assert_eq!(
+        counts(&recipients(&server)),
+        HashMap::from([
+            ("ok@example.com".to_string(), 1),
+            ("tempfail@example.com".to_string(), 1)
+        ])
+    );
+    let temp_tries: Vec<String> = attempts(&ann, &[])
+        .iter()
+        .filter(|a| a["client_id"] == temp)
+        .map(|a| a["status"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(temp_tries, ["failure", "success"]);
+}
+
+fn permanent_failure_is_final_and_suppresses_the_address(env: &mut Env) {
+    let server = smtp(env);
+    server.set_rules(r#"{"rcpt": [{"match": "reject", "reply": "550 5.1.1 User unknown"}]}"#);
+    env.set("MAILCTL_RETRY_DELAY", "0");
+    let ann = env.account("user", "ann");
+    let ok = ann.client("ok@example.com");
+    let bad = ann.client("reject@example.com");
+    let first_mailing = ann.mailing(ann.message("Once"), &[ok, bad]);
+
+    let first = send_due(&ann, &[]);
+    assert_eq!((n(&first, "sent"), n(&first, "failed")), (1, 1), "{first}");
+    assert_eq!(status(&ann, first_mailing), "completed");
+    let fail = attempts(&ann, &["--status", "failure"]);
+    assert_eq!(fail.len(), 1);
+    assert_eq!(fail[0]["server_response"], "550 5.1.1 User unknown");
+
+    let again = send_due(&ann, &[]);
+    assert_eq!(n(&again, "failed") + n(&again, "sent"), 0);
+    let rcpt_events = server
+        .events()
+        .iter()
+        .filter(|e| e.contains("reject@example.com") && e.contains("\"rcpt\""))
+        .count();
+    assert_eq!(rcpt_events, 1, "a permanent failure is never retried");
+
+    // A later mailing of the same owner skips the bounced address.
+    ann.mailing(ann.message("Later"), &[ok, bad]);
+    let later = send_due(&ann, &[]);
+    assert_eq!(
+        (n(&later, "sent"), n(&later, "suppressed")),
+        (1, 1),
+        "{later}"
+    );
+    assert_eq!(server.received_count(), 2);
+}
+
+fn server_down_defers_and_exits_1(env: &mut Env) {
+    let mut server = smtp(env);
+    env.set("MAILCTL_RETRY_DELAY", "0");
+    let ann = env.account("user", "ann");
+    let ids: Vec<i64> = (0..5)
+        .map(|i| ann.client(&format!("r{i}@example.com")))
+        .collect();
+    let mailing = ann.mailing(ann.message("Down"), &ids);
+    server.kill();
+
+    let run = ann.run(&["send-due", "--concurrency", "2"]);
+    run.expect_code(1);
+    assert!(run.stderr().contains("unreachable"), "{}", run.stderr());
+    let tries = attempts(&ann, &[]);
+    assert!(!tries.is_empty());
+    assert!(tries.iter().all(|t| t["status"] == "failure"));
+    assert_eq!(status(&ann, mailing), "active");
+
+    server.restart();
+    let summary = send_due(&ann, &[]);
+    assert_eq!(n(&summary, "sent"), 5, "{summary}");
+    assert_eq!(recipients(&server).len(), 5);
+    assert_eq!(status(&ann, mailing), "completed");
+}
+
+fn slow_server_times_out_and_is_retried(env: &mut Env) {
+    let server = smtp(env);
+    env.set("MAILCTL_SMTP_TIMEOUT", "1");
+    env.set("MAILCTL_RETRY_DELAY", "0");
+    server.set_rules(r#"{"delay_seconds": 4}"#);
+    let ann = env.account("user", "ann");
+    let c = ann.client("slow@example.com");
+    ann.mailing(ann.message("Slow"), &[c]);
+
+    let started = Instant::now();
+    let first = send_due(&ann, &[]);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "timeout not applied"
+    );
+    assert_eq!(n(&first, "deferred"), 1, "{first}");
+    let fail = attempts(&ann, &[]);
+    assert!(
+        fail[0]["server_response"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("timed out"),
+        "{fail:?}"
+    );
+
+    server.clear_rules();
+    let second = send_due(&ann, &[]);
+    assert_eq!(n(&second, "sent"), 1, "{second}");
+    assert!(recipients(&server).contains(&"slow@example.com".to_string()));
+}
+
+fn throttling_slows_down_without_burning_tries(env: &mut Env) {
+    let server = smtp(env);
+    server.set_rules(
+        r#"{"rcpt": [{"match": "", "reply": "421 4.7.0 Too many messages, slow down", "times": 1}]}"#,
+    );
+    let ann = env.account("user", "ann");
+    let c = ann.client("busy@example.com");
+    ann.mailing(ann.message("Throttle"), &[c]);
+
+    // The default retry delay is a minute; a throttled try comes back within a second.
+    let first = send_due(&ann, &["--concurrency", "1"]);
+    assert_eq!(n(&first, "deferred"), 1, "{first}");
+    assert_eq!(
+        sql_i64(env, "SELECT CAST(tries AS BIGINT) FROM deliveries"),
+        0,
+        "a throttled try is not the recipient's"
+    );
+    std::thread::sleep(Duration::from_millis(1200));
+    let ann = env.as_("ann");
+    let second = send_due(&ann, &[]);
+    assert_eq!(n(&second, "sent"), 1, "{second}");
+    let tries = attempts(&ann, &[]);
+    assert_eq!(tries.len(), 2);
+    assert!(
+        tries[0]["server_response"]
+            .as_str()
+            .unwrap()
+            .starts_with("421")
+    );
+}
+
+fn overlapping_runs_never_send_twice(env: &mut Env) {
+    let server = smtp(env);
+    server.set_rules(r#"{"delay_seconds": 0.01}"#);
+    let ann = env.account("user", "ann");
+    bulk_mailing(&ann, "o", 300);
+
+    let a = spawn_send_due(env, &["--concurrency", "4"]);
+    let b = spawn_send_due(env, &["--concurrency", "4"]);
+    let (a, b) = (wait_ok(a), wait_ok(b));
+    assert_eq!(n(&a, "sent") + n(&b, "sent"), 300, "{a} {b}");
+    let got = counts(&recipients(&server));
+    assert_eq!(got.len(), 300);
+    assert!(got.values().all(|&c| c == 1), "duplicates: {got:?}");
+    assert_eq!(
+        sql_i64(
+            env,
+            "SELECT COUNT(*) FROM attempts WHERE status = 'success'"
+        ),
+        300
+    );
+}
+
+fn killed_mid_run_recovers_within_the_window(env: &mut Env) {
+    let server = smtp(env);
+    server.set_rules(r#"{"delay_seconds": 0.02}"#);
+    env.set("MAILCTL_SEND_LEASE", "3");
+    let ann = env.account("user", "ann");
+    let mailing = bulk_mailing(&ann, "k", 300);
+    let concurrency = 4;
+
+    let mut child = spawn_send_due(env, &["--concurrency", &concurrency.to_string()]);
+    server.wait_for_messages(60, Duration::from_secs(60));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let before = server.received_count();
+    assert!(before < 300, "the run finished before it was killed");
+
+    // The dead run's claims hold until their lease lapses, then the next run takes them.
+    std::thread::sleep(Duration::from_millis(3200));
+    let summary = send_due(&ann, &[]);
+    assert!(n(&summary, "sent") > 0, "{summary}");
+    let got = counts(&recipients(&server));
+    assert_eq!(got.len(), 300, "every recipient got the letter");
+    // The window: at most 4 x concurrency letters are claimed and not yet recorded.
+    let duplicates: usize = got.values().map(|c| c - 1).sum();
+    assert!(
+        duplicates <= 4 * concurrency,
+        "{duplicates} duplicates, more than the {} letters in flight",
+        4 * concurrency
+    );
+    assert_eq!(status(&ann, mailing), "completed");
+}
+
+fn who_may_send_and_what_is_due(env: &mut Env) {
+    let server = smtp(env);
+    let ann = env.account("user", "ann");
+    let bob = env.account("user", "bob");
+    let mia = env.account("manager", "mia");
+    let admin = env.admin();
+    let c = ann.client("x@example.com");
+    let m = ann.mailing(ann.message("Mine"), &[c]).to_string();
+
+    assert_eq!(bob.code(&["mailings", "send", &m]), 4);
+    let code = mia.code(&["mailings", "send", &m]);
+    assert!(code == 3 || code == 4, "manager got {code}");
+    assert_eq!(server.received_count(), 0);
+
+    // Disabled: not due, and not sendable by hand.
+    mia.run(&["mailings", "disable", &m]).success();
+    assert_eq!(n(&send_due(&admin, &[]), "sent"), 0);
+    assert_eq!(ann.code(&["mailings", "send", &m]), 5);
+    mia.run(&["mailings", "enable", &m]).success();
+
+    // Blocked owner: not due.
+    mia.run(&["users", "block", "ann@example.com"]).success();
+    assert_eq!(n(&send_due(&admin, &[]), "sent"), 0);
+    mia.run(&["users", "unblock", "ann@example.com"]).success();
+    ann.login("ann@example.com");
+
+    // A mailing whose window has not started is not due either.
+    let later_start = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let later_end = (chrono::Utc::now() + chrono::Duration::hours(2)).to_rfc3339();
+    let ann = env.as_("ann");
+    let msg = ann.message("Later").to_string();
+    let later = ann.json(&[
+        "mailings",
+        "add",
+        "--message",
+        &msg,
+        "--start",
+        &later_start,
+        "--end",
+        &later_end,
+        "--client",
+        &c.to_string(),
+    ])["id"]
+        .as_i64()
+        .unwrap();
+    let s = admin.json(&["mailings", "send", &m]);
+    assert_eq!(n(&s, "sent"), 1, "{s}");
+    assert_eq!(server.received_count(), 1);
+    assert_eq!(n(&send_due(&admin, &[]), "sent"), 0);
+    assert_eq!(status(&ann, later), "created");
+
+    // Dry run counts without sending.
+    let dry = ann.json(&["mailings", "send", &later.to_string(), "--dry-run"]);
+    assert_eq!(dry["would_send"], 1);
+    assert_eq!(server.received_count(), 1);
+}
+
+fn attempts_list_is_scoped_and_filtered(env: &mut Env) {
+    let server = smtp(env);
+    server.set_rules(r#"{"rcpt": [{"match": "reject", "reply": "550 5.1.1 User unknown"}]}"#);
+    let ann = env.account("user", "ann");
+    let bob = env.account("user", "bob");
+    let mia = env.account("manager", "mia");
+    let a = ann.client("a@example.com");
+    let r = ann.client("reject@example.com");
+    let m = ann.mailing(ann.message("Scoped"), &[a, r]);
+    send_due(&ann, &[]);
+
+    assert_eq!(attempts(&ann, &[]).len(), 2);
+    assert_eq!(attempts(&bob, &[]).len(), 0);
+    assert_eq!(
+        bob.code(&["attempts", "list", "--mailing", &m.to_string()]),
+        4
+    );
+    assert_eq!(attempts(&mia, &[]).len(), 2);
+    let ok = attempts(&ann, &["--status", "success"]);
+    assert_eq!(ok.len(), 1);
+    assert_eq!(ok[0]["email"], "a@example.com");
+    for key in [
+        "id",
+        "mailing_id",
+        "client_id",
+        "email",
+        "attempted_at",
+        "status",
+        "server_response",
+    ] {
+        assert!(ok[0].get(key).is_some(), "missing {key}");
+    }
+    let future = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    assert_eq!(attempts(&ann, &["--since", &future]).len(), 0);
+    assert_eq!(attempts(&ann, &["--until", &future]).len(), 2);
+    let csv = ann.run(&["attempts", "list", "--format", "csv"]);
+    let text = csv.success().stdout();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("id,mailing_id,client_id,email,attempted_at,status,server_response")
+    );
+    assert_eq!(lines.count(), 2);
+}
+
+fn unsubscribed_addresses_are_skipped(env: &mut Env) {
+    let server = smtp(env);
+    let ann = env.account("user", "ann");
+    let keep = ann.client("keep@example.com");
+    let gone = ann.client("Gone@Example.com");
+    let m = ann.mailing(ann.message("Unsub"), &[keep, gone]);
+    let owner = ann.json(&["whoami"])["id"].as_i64().unwrap();
+    sql_exec(
+        env,
+        &format!(
+            "INSERT INTO suppressions (owner_id, email_key, reason, created_at) \
+             VALUES ({owner}, 'gone@example.com', 'unsubscribed', '2026-01-01T00:00:00+00:00')"
+        ),
+    );
+    let s = send_due(&ann, &[]);
+    assert_eq!((n(&s, "sent"), n(&s, "suppressed")), (1, 1), "{s}");
+    assert_eq!(recipients(&server), ["keep@example.com"]);
+    assert_eq!(status(&ann, m), "completed");
+    assert_eq!(
+        sql_i64(
+            env,
+            &format!(
+                "SELECT COUNT(*) FROM deliveries WHERE client_id = {gone} AND state = 'suppressed'"
+            )
+        ),
+        1
+    );
+}
+
+/// 4 workers on PostgreSQL share 10,000 recipients: each gets exactly one letter.
+#[test]
+fn four_workers_on_postgres_deliver_10000_once() {
+    let mut env = Env::new(Backend::Postgres);
+    let server = smtp(&mut env);
+    let ann = env.account("user", "ann");
+    let mailing = bulk_mailing(&ann, "w", 10_000);
+    let workers: Vec<Child> = (0..4)
+        .map(|_| spawn_send_due(&env, &["--concurrency", "8"]))
+        .collect();
+    let sent: u64 = workers.into_iter().map(|w| n(&wait_ok(w), "sent")).sum();
+    assert_eq!(sent, 10_000);
+    let got = counts(&recipients(&server));
+    assert_eq!(got.len(), 10_000);
+    assert!(got.values().all(|&c| c == 1), "a recipient got two letters");
+    assert_eq!(
+        sql_i64(
+            &env,
+            &format!(
+                "SELECT COUNT(*) FROM deliveries WHERE mailing_id = {mailing} AND state = 'sent'"
+            )
+        ),
+        10_000
+    );
+    assert_eq!(status(&ann, mailing), "completed");
+}
+
+/// Nothing due: exit 0 and an all-zero summary.
+#[test]
+fn nothing_to_do_exits_0() {
+    let env = Env::new(Backend::Sqlite);
+    let admin = env.admin();
+    let run = admin.run(&["send-due"]);
+    run.success();
+    assert!(run.stderr().contains("sent 0"), "{}", run.stderr());
+}
+
+/// Without MAILCTL_SMTP_URL letters land in the outbox as .eml files.
+#[test]
+fn outbox_without_smtp() {
+    let env = Env::new(Backend::Sqlite);
+    let ann = env.account("user", "ann");
+    let c = ann.client("o@example.com");
+    ann.mailing(ann.message("Outbox"), &[c]);
+    assert_eq!(n(&send_due(&ann, &[]), "sent"), 1);
+    let files: Vec<_> = std::fs::read_dir(env.outbox()).unwrap().collect();
+    assert_eq!(files.len(), 1);
+}
+
+/// --rate caps letters per second.
+#[test]
+fn rate_limit_spaces_letters() {
+    let mut env = Env::new(Backend::Sqlite);
+    let server = smtp(&mut env);
+    let ann = env.account("user", "ann");
+    bulk_mailing(&ann, "r", 21);
+    let started = Instant::now();
+    let s = send_due(&ann, &["--rate", "20"]);
+    assert_eq!(n(&s, "sent"), 21);
+    assert!(
+        started.elapsed() >= Duration::from_millis(950),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(server.received_count(), 21);
+}
+
+/// --rate with Redis is shared by all workers.
+#[test]
+fn rate_limit_is_shared_through_redis() {
+    let mut env = Env::new(Backend::Sqlite);
+    let server = smtp(&mut env);
+    env.set("MAILCTL_REDIS_URL", &common::servers::redis_url());
+    let ann = env.account("user", "ann");
+    bulk_mailing(&ann, "s", 30);
+    let started = Instant::now();
+    let a = spawn_send_due(&env, &["--rate", "20", "--concurrency", "2"]);
+    let b = spawn_send_due(&env, &["--rate", "20", "--concurrency", "2"]);
+    let sent = n(&wait_ok(a), "sent") + n(&wait_ok(b), "sent");
+    assert_eq!(sent, 30);
+    // 30 letters at 20/s in total take about 1.5 s; two private buckets would take 0.75 s.
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(server.received_count(), 30);
+}
+
+/// Credentials in MAILCTL_SMTP_URL are used (AUTH); wrong ones stop the run without costing
+/// any recipient a permanent failure.
+#[test]
+fn smtp_auth_from_the_url() {
+    let mut env = Env::new(Backend::Sqlite);
+    let server = common::servers::start_smtp_with_auth("mailer", "s3cret p@ss");
+    let ann = env.account("user", "ann");
+    let c = ann.client("auth@example.com");
+    ann.mailing(ann.message("Auth"), &[c]);
+
+    let port = server.url().rsplit(':').next().unwrap().to_string();
+    env.set(
+        "MAILCTL_SMTP_URL",
+        &format!("smtp://mailer:wrong@127.0.0.1:{port}"),
+    );
+    let ann = env.as_("ann");
+    let run = ann.run(&["send-due"]);
+    run.expect_code(1);
+    assert!(
+        !run.stderr().contains("wrong"),
+        "password leaked: {}",
+        run.stderr()
+    );
+    assert_eq!(server.received_count(), 0);
+    let tries = attempts(&ann, &[]);
+    assert_eq!(tries.len(), 1);
+    assert!(
+        tries[0]["server_response"]
+            .as_str()
+            .unwrap()
+            .contains("535"),
+        "{tries:?}"
+    );
+
+    env.set("MAILCTL_RETRY_DELAY", "0");
+    env.set(
+        "MAILCTL_SMTP_URL",
+        &format!("smtp://mailer:s3cret%20p%40ss@127.0.0.1:{port}"),
+    );
+    let ann = env.as_("ann");
+    sql_exec(&env, "UPDATE deliveries SET next_try_at = NULL");
+    assert_eq!(n(&send_due(&ann, &[]), "sent"), 1);
+    assert_eq!(recipients(&server), ["auth@example.com"]);
+}
+
+/// --limit caps one run; --dry-run counts without sending; the rest goes on the next run.
+#[test]
+fn limit_and_dry_run() {
+    let env = Env::new(Backend::Sqlite);
+    let ann = env.account("user", "ann");
+    bulk_mailing(&ann, "l", 5);
+    let dry = send_due(&ann, &["--dry-run"]);
+    assert_eq!(dry["would_send"], 5);
+    assert!(!env.outbox().exists(), "a dry run sends nothing");
+    assert_eq!(n(&send_due(&ann, &["--limit", "2"]), "sent"), 2);
+    assert_eq!(std::fs::read_dir(env.outbox()).unwrap().count(), 2);
+    assert_eq!(n(&send_due(&ann, &[]), "sent"), 3);
+    assert_eq!(std::fs::read_dir(env.outbox()).unwrap().count(), 5);
+}
