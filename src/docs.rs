@@ -38,6 +38,12 @@ pub fn record_fields() -> Vec<(&'static str, &'static [&'static str])> {
         ("clients", crate::db::clients::Client::HEADERS),
         ("messages", crate::db::messages::Message::HEADERS),
         ("mailings", crate::db::mailings::Mailing::HEADERS),
+        ("attempts list", crate::db::attempts::Attempt::HEADERS),
+        ("clients export", crate::db::import::ExportRow::HEADERS),
+        (
+            "clients import summary",
+            crate::commands::import::Summary::HEADERS,
+        ),
         ("doctor", crate::commands::doctor::Check::HEADERS),
         ("stats", crate::commands::stats::OverallStats::HEADERS),
         (

@@ -49,7 +49,10 @@ pub async fn record(db: &Db, done: &[Finished]) -> Result<()> {
         return Ok(());
     }
     // Multi-row statements: a batch costs four round trips whatever its size.
-    let tried: Vec<&Finished> = done.iter().filter(|f| f.next != Next::Release).collect();
+    // Attempts in mailing order: the stats triggers lock each mailing's counters, and a
+    // consistent order keeps concurrent writers (PostgreSQL) from deadlocking.
+    let mut tried: Vec<&Finished> = done.iter().filter(|f| f.next != Next::Release).collect();
+    tried.sort_by_key(|f| f.mailing_id);
     let bounced: Vec<&Finished> = done.iter().filter(|f| f.next == Next::Failed).collect();
     let insert_attempts = format!(
         "INSERT INTO attempts (mailing_id, client_id, attempted_at, status, server_response) VALUES {}",
