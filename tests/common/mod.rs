@@ -66,6 +66,23 @@ impl Env {
         })
     }
 
+    /// The number a `SELECT COUNT(*) ...` query returns on the test database.
+    pub fn count(&self, query: &str) -> i64 {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let db = mailctl::db::Db::connect(&self.db_url, 1)
+                .await
+                .expect("connect");
+            let n: i64 = mailctl::on_pool!(&db, p => sqlx::query_scalar(query).fetch_one(p).await)
+                .unwrap_or_else(|e| panic!("{query}: {e}"));
+            db.close().await;
+            n
+        })
+    }
+
     pub fn outbox(&self) -> PathBuf {
         self.dir.path().join("data/mailctl/outbox")
     }
