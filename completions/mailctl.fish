@@ -328,7 +328,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -f -a "send" -d 'Send one mailing now, outside the cron (owner or administrator)'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l message -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l start -d 'Start (RFC 3339; UTC when no offset)' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l start -d 'Start (RFC 3339; UTC when no offset; or `now`)' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l end -d 'End (RFC 3339), after the start' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l client -d 'A recipient (repeatable)' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r

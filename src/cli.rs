@@ -342,7 +342,7 @@ pub enum MailingsCmd {
     Add {
         #[arg(long)]
         message: i64,
-        /// Start (RFC 3339; UTC when no offset)
+        /// Start (RFC 3339; UTC when no offset; or `now`)
         #[arg(long)]
         start: String,
         /// End (RFC 3339), after the start

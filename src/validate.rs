@@ -71,9 +71,12 @@ pub fn subject(raw: &str) -> Result<String> {
     Ok(s)
 }
 
-/// RFC 3339; a value without an offset is UTC.
+/// RFC 3339; a value without an offset is UTC; `now` is the current time.
 pub fn datetime(field: &str, raw: &str) -> Result<DateTime<Utc>> {
     let s = raw.trim();
+    if s.eq_ignore_ascii_case("now") {
+        return Ok(crate::db::now());
+    }
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));
     }
@@ -140,6 +143,8 @@ mod tests {
         assert_eq!(datetime("start", "2026-12-01T09:00:00").unwrap(), t);
         assert_eq!(datetime("start", "2026-12-01T12:00:00+03:00").unwrap(), t);
         assert!(datetime("start", "tomorrow").is_err());
+        let now = datetime("start", "now").unwrap();
+        assert!((Utc::now() - now).num_seconds().abs() < 5);
         assert!(window(t, t).is_err());
     }
 }
