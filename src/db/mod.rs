@@ -91,8 +91,10 @@ impl Db {
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(30));
+            // A local file cannot drop a connection: no ping before every acquire.
             let pool = SqlitePoolOptions::new()
                 .max_connections(max_connections)
+                .test_before_acquire(false)
                 .connect_with(opts)
                 .await
                 .map_err(|e| Error::runtime(format!("cannot open {}: {e}", path.display())))?;
