@@ -111,27 +111,36 @@ pub async fn import(ctx: &Ctx, actor: &Actor, args: ImportArgs) -> Result<()> {
         rows_per_second: 0,
     };
     let mut conflicts: Vec<Conflict> = Vec::new();
-    while let Some(batch) = rx.recv().await {
-        if !conflicts.is_empty() {
-            continue; // the import will fail: only let the reader finish counting
-        }
-        let done = importer.write(batch).await?;
+    let mut more_conflicts = 0u64;
+    let mut add = |summary: &mut Summary, done: store::BatchOutcome| {
         summary.inserted += done.inserted;
         summary.updated += done.updated;
         summary.skipped += done.skipped;
         conflicts.extend(done.conflicts);
+        more_conflicts += done.more_conflicts;
+        !conflicts.is_empty()
+    };
+    let mut failed = false;
+    while let Some(batch) = rx.recv().await {
+        if failed {
+            continue; // the import will fail: only let the reader finish counting
+        }
+        failed = add(&mut summary, importer.write(batch).await?);
     }
     let read = reader
         .join()
         .map_err(|_| Error::runtime("the CSV reader thread panicked"))??;
+    let invalid_fails = read.rejected > 0 && !args.skip_invalid;
+    if !failed && !invalid_fails {
+        add(&mut summary, importer.finish().await?);
+    }
     progress.finish_and_clear();
     summary.read = read.read;
     summary.rejected = read.rejected;
 
-    let invalid_fails = read.rejected > 0 && !args.skip_invalid;
     if invalid_fails || !conflicts.is_empty() {
         importer.rollback().await?;
-        return Err(failure(read, conflicts, args.skip_invalid));
+        return Err(failure(read, conflicts, more_conflicts, args.skip_invalid));
     }
     if args.dry_run {
         importer.rollback().await?;
@@ -161,9 +170,14 @@ pub async fn import(ctx: &Ctx, actor: &Actor, args: ImportArgs) -> Result<()> {
 }
 
 /// The exit-5 error of an import that wrote nothing: the first problems and their count.
-fn failure(read: ReadOutcome, conflicts: Vec<Conflict>, skip_invalid: bool) -> Error {
+fn failure(
+    read: ReadOutcome,
+    conflicts: Vec<Conflict>,
+    more_conflicts: u64,
+    skip_invalid: bool,
+) -> Error {
     let rejected = if skip_invalid { 0 } else { read.rejected };
-    let total = rejected as usize + conflicts.len();
+    let total = rejected as usize + conflicts.len() + more_conflicts as usize;
     let mut listed: Vec<(u64, String)> = if skip_invalid {
         Vec::new()
     } else {
