@@ -8,25 +8,7 @@ mod support;
 use common::{Backend, Env, PASSWORD, servers};
 use support::{Listener, last_link, outbox_letters, sql, sql_count, start_listener};
 
-/// Like `on_both_backends!`, for scenarios that need `&mut Env` (to point links at the listener).
-macro_rules! both {
-    ($($name:ident),+ $(,)?) => {
-        $(
-            mod $name {
-                #[test]
-                fn sqlite() {
-                    super::$name(&mut crate::common::Env::new(crate::common::Backend::Sqlite));
-                }
-                #[test]
-                fn postgres() {
-                    super::$name(&mut crate::common::Env::new(crate::common::Backend::Postgres));
-                }
-            }
-        )+
-    };
-}
-
-both!(
+on_both_backends_mut!(
     register_confirm_login_as_a_person,
     registering_an_existing_address_reveals_nothing,
     password_reset_round_trip,

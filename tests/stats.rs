@@ -558,23 +558,6 @@ fn field_names(env: &Env) {
 
 on_both_backends!(role_scoping, ranges_match_the_attempts, field_names);
 
-macro_rules! on_both_backends_mut {
-    ($($name:ident),+ $(,)?) => {
-        $(
-            mod $name {
-                #[test]
-                fn sqlite() {
-                    super::$name(&mut crate::common::Env::new(crate::common::Backend::Sqlite));
-                }
-                #[test]
-                fn postgres() {
-                    super::$name(&mut crate::common::Env::new(crate::common::Backend::Postgres));
-                }
-            }
-        )+
-    };
-}
-
 on_both_backends_mut!(
     cache_never_stale,
     cached_entries_are_used_until_a_write,

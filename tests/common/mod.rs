@@ -296,3 +296,23 @@ macro_rules! on_both_backends {
         )+
     };
 }
+
+/// Like `on_both_backends!`, for scenarios `fn name(env: &mut Env)` that change the
+/// environment (point links at a listener, set MAILCTL_SMTP_URL...).
+#[macro_export]
+macro_rules! on_both_backends_mut {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn sqlite() {
+                    super::$name(&mut $crate::common::Env::new($crate::common::Backend::Sqlite));
+                }
+                #[test]
+                fn postgres() {
+                    super::$name(&mut $crate::common::Env::new($crate::common::Backend::Postgres));
+                }
+            }
+        )+
+    };
+}
