@@ -209,9 +209,11 @@ pub async fn run(
     // SQLite has one write lock per database: claims and result writes of this process go
     // through one connection, queued in the pool, instead of meeting in SQLite's busy handler
     // (which sleeps in steps of milliseconds).
-    // PostgreSQL commits of several writers overlap (and share the server's WAL flushes):
-    // one pool of its own with a connection per writer and one for the claimer.
-    let writers = if db.is_postgres() { 3 } else { 1 };
+    // PostgreSQL: one writer too. The stats triggers lock the mailing's counters and the
+    // owner's version row until commit, so concurrent writers would wait on each other's WAL
+    // flushes anyway; one writer commits larger groups (7.7k vs 6.0k letters/s with three).
+    // The pool has a connection for the writer and one for the claimer.
+    let writers = 1;
     let work_db = Db::connect(&config.database_url, writers + 1).await?;
     let shared = Arc::new(Shared {
         stop: AtomicBool::new(false),
