@@ -119,6 +119,13 @@ class Handler:
 
     # -- SMTP hooks ------------------------------------------------------------
 
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        # PIPELINING (RFC 2920): aiosmtpd reads one command line at a time and answers in
+        # order, so it serves pipelined commands; mailctl then uses its own pipelining client
+        # on plain connections (lettre's on STARTTLS and AUTH ones).
+        session.host_name = hostname
+        return responses[:-1] + ["250-PIPELINING", responses[-1]]
+
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         rules = self.load_rules()
         if "broken" in rules:

@@ -50,7 +50,8 @@ pub async fn record(db: &Db, done: &[Finished]) -> Result<()> {
     }
     // Multi-row statements: a batch costs four round trips whatever its size.
     // Attempts in mailing order: the stats triggers lock each mailing's counters, and a
-    // consistent order keeps concurrent writers (PostgreSQL) from deadlocking.
+    // consistent order keeps concurrent writers (PostgreSQL) from deadlocking. They are
+    // inserted last, so those locks are held only from then to the commit.
     let mut tried: Vec<&Finished> = done.iter().filter(|f| f.next != Next::Release).collect();
     tried.sort_by_key(|f| f.mailing_id);
     let bounced: Vec<&Finished> = done.iter().filter(|f| f.next == Next::Failed).collect();
@@ -73,14 +74,6 @@ pub async fn record(db: &Db, done: &[Finished]) -> Result<()> {
     );
     on_pool!(db, p => {
         let mut tx = p.begin().await?;
-        if !tried.is_empty() {
-            let mut q = sqlx::query(&insert_attempts);
-            for f in &tried {
-                let status = if f.next == Next::Sent { "success" } else { "failure" };
-                q = q.bind(f.mailing_id).bind(f.client_id).bind(f.attempted_at).bind(status).bind(&f.reply);
-            }
-            q.execute(&mut *tx).await?;
-        }
         let mut q = sqlx::query(&update_deliveries);
         for f in done {
             let (state, adjust, next_try_at): (&str, i32, Option<DateTime<Utc>>) = match f.next {
@@ -99,6 +92,14 @@ pub async fn record(db: &Db, done: &[Finished]) -> Result<()> {
             let mut q = sqlx::query(&suppress);
             for f in &bounced {
                 q = q.bind(f.owner_id).bind(email_key(&f.email)).bind(f.attempted_at);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        if !tried.is_empty() {
+            let mut q = sqlx::query(&insert_attempts);
+            for f in &tried {
+                let status = if f.next == Next::Sent { "success" } else { "failure" };
+                q = q.bind(f.mailing_id).bind(f.client_id).bind(f.attempted_at).bind(status).bind(&f.reply);
             }
             q.execute(&mut *tx).await?;
         }
