@@ -15,7 +15,7 @@ use crate::db::accounts;
 use crate::db::tokens::{self, Purpose};
 use crate::error::{Error, Result};
 use crate::mail::compose::system_letter;
-use crate::mail::transport::{Outcome, Transport};
+use crate::mail::transport::{Endpoint, Outcome};
 use crate::validate;
 
 pub async fn register(ctx: &Ctx, args: NewAccount) -> Result<()> {
@@ -106,7 +106,11 @@ pub(crate) async fn send_letter(
     text: &str,
 ) -> Result<()> {
     let letter = system_letter(config, to, subject, text)?;
-    match Transport::from_config(config, 1)?.send(letter).await {
+    // The sender's session: STARTTLS when offered, AUTH from the URL, a timeout per letter.
+    let mut session = Endpoint::from_config(config)?.session();
+    let outcome = session.send(&letter).await;
+    session.close().await;
+    match outcome {
         Outcome::Accepted(_) => Ok(()),
         Outcome::Temporary(reply) | Outcome::Permanent(reply) => Err(Error::runtime(format!(
             "could not send the letter: {reply}"

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lettre::transport::smtp::AsyncSmtpTransport;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
@@ -13,12 +12,6 @@ use lettre::{AsyncFileTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::config::{Config, redact_url};
 use crate::error::{Error, Result};
-
-pub enum Transport {
-    Smtp(AsyncSmtpTransport<Tokio1Executor>),
-    /// `.eml` files in a directory, one per letter.
-    Outbox(PathBuf),
-}
 
 /// How one try ended, with the server's reply text.
 #[derive(Debug, Clone)]
@@ -31,58 +24,24 @@ pub enum Outcome {
     Permanent(String),
 }
 
-impl Transport {
-    pub fn from_config(config: &Config, pool_size: u32) -> Result<Transport> {
-        match &config.smtp_url {
-            Some(url) => {
-                let builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url).map_err(|e| {
-                    Error::invalid("MAILCTL_SMTP_URL", format!("{} ({e})", redact_url(url)))
-                })?;
-                let pool = lettre::transport::smtp::PoolConfig::new().max_size(pool_size.max(1));
-                Ok(Transport::Smtp(
-                    builder
-                        .timeout(Some(smtp_timeout()))
-                        .pool_config(pool)
-                        .build(),
-                ))
-            }
-            None => Ok(Transport::Outbox(config.outbox_dir.clone())),
-        }
+/// Writes a letter as `<id>.eml` into the outbox directory (created 0700 on first use).
+async fn write_to_outbox(dir: &std::path::Path, letter: Message) -> Outcome {
+    if let Err(e) = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
+        return Outcome::Temporary(format!("outbox {}: {e}", dir.display()));
     }
-
-    /// Sends one letter and classifies the result. Never fails as a whole: every outcome,
-    /// even a refused connection, is something to record.
-    pub async fn send(&self, letter: Message) -> Outcome {
-        match self {
-            Transport::Smtp(smtp) => match smtp.send(letter).await {
-                Ok(resp) => Outcome::Accepted(format!(
-                    "{} {}",
-                    resp.code(),
-                    resp.message().collect::<Vec<_>>().join(" ")
-                )),
-                Err(e) if e.is_permanent() => Outcome::Permanent(smtp_error_text(&e)),
-                Err(e) => Outcome::Temporary(smtp_error_text(&e)),
-            },
-            Transport::Outbox(dir) => {
-                if let Err(e) = std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(dir)
-                {
-                    return Outcome::Temporary(format!("outbox {}: {e}", dir.display()));
-                }
-                match AsyncFileTransport::<Tokio1Executor>::new(dir)
-                    .send(letter)
-                    .await
-                {
-                    Ok(id) => Outcome::Accepted(format!(
-                        "250 written to {}",
-                        dir.join(format!("{id}.eml")).display()
-                    )),
-                    Err(e) => Outcome::Temporary(format!("outbox {}: {e}", dir.display())),
-                }
-            }
-        }
+    match AsyncFileTransport::<Tokio1Executor>::new(dir)
+        .send(letter)
+        .await
+    {
+        Ok(id) => Outcome::Accepted(format!(
+            "250 written to {}",
+            dir.join(format!("{id}.eml")).display()
+        )),
+        Err(e) => Outcome::Temporary(format!("outbox {}: {e}", dir.display())),
     }
 }
 
@@ -339,7 +298,7 @@ impl Session {
     /// `MAILCTL_SMTP_TIMEOUT`.
     pub async fn send(&mut self, letter: &Message) -> Outcome {
         match &self.endpoint {
-            Endpoint::Outbox(dir) => Transport::Outbox(dir.clone()).send(letter.clone()).await,
+            Endpoint::Outbox(dir) => write_to_outbox(dir, letter.clone()).await,
             Endpoint::Smtp(target) => {
                 let target = target.clone();
                 let limit = target.timeout;
