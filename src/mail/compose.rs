@@ -6,6 +6,7 @@ use lettre::message::{Mailbox, MultiPart, SinglePart};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::web::pages::escape;
 
 pub fn mailbox(field: &str, addr: &str) -> Result<Mailbox> {
     addr.parse::<Mailbox>()
@@ -124,28 +125,13 @@ pub fn fill(template: &str, full_name: &str, email: &str, html: bool) -> String 
         return template.to_string();
     }
     let (name, email) = if html {
-        (escape_html(full_name), escape_html(email))
+        (escape(full_name), escape(email))
     } else {
         (full_name.to_string(), email.to_string())
     };
     template
         .replace("{{full_name}}", &name)
         .replace("{{email}}", &email)
-}
-
-pub fn escape_html(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[derive(Clone)]
