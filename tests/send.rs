@@ -12,25 +12,7 @@ use common::{Backend, Caller, Env};
 use mailparse::MailHeaderMap;
 use serde_json::Value;
 
-/// Runs `fn name(env: &mut Env)` on SQLite and on PostgreSQL.
-macro_rules! both {
-    ($($name:ident),+ $(,)?) => {
-        $(
-            mod $name {
-                #[test]
-                fn sqlite() {
-                    super::$name(&mut crate::common::Env::new(crate::common::Backend::Sqlite));
-                }
-                #[test]
-                fn postgres() {
-                    super::$name(&mut crate::common::Env::new(crate::common::Backend::Postgres));
-                }
-            }
-        )+
-    };
-}
-
-both!(
+on_both_backends_mut!(
     delivers_letters_a_mail_client_can_read,
     temporary_failure_is_retried_on_a_later_run_after_backoff,
     permanent_failure_is_final_and_suppresses_the_address,
@@ -66,39 +48,6 @@ fn n(v: &Value, key: &str) -> u64 {
     v[key].as_u64().unwrap_or_else(|| panic!("no {key} in {v}"))
 }
 
-/// Runs SQL through the library's own pool (bulk set-up and state checks).
-fn sql_i64(env: &Env, sql: &str) -> i64 {
-    let url = env.db_url.clone();
-    let sql = sql.to_string();
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async move {
-            let db = mailctl::db::Db::open(&url, 1).await.unwrap();
-            let v: i64 =
-                mailctl::on_pool!(&db, p => sqlx::query_scalar::<_, i64>(&sql).fetch_one(p).await)
-                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
-            db.close().await;
-            v
-        })
-}
-
-fn sql_exec(env: &Env, sql: &str) {
-    let url = env.db_url.clone();
-    let sql = sql.to_string();
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async move {
-            let db = mailctl::db::Db::open(&url, 1).await.unwrap();
-            mailctl::on_pool!(&db, p => sqlx::query(&sql).execute(p).await.map(|_| ()))
-                .unwrap_or_else(|e| panic!("{sql}: {e}"));
-            db.close().await;
-        })
-}
-
 /// `n` clients `{tag}{i}@example.com` of the caller, created in one statement, then a
 /// mailing of a fresh message to all of them. Returns the mailing id.
 fn bulk_mailing(caller: &Caller, tag: &str, count: usize) -> i64 {
@@ -109,15 +58,12 @@ fn bulk_mailing(caller: &Caller, tag: &str, count: usize) -> i64 {
     } else {
         now
     };
-    sql_exec(
-        caller.env,
-        &format!(
-            "WITH RECURSIVE seq(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seq WHERE n < {count}) \
+    caller.env.sql(&format!(
+        "WITH RECURSIVE seq(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seq WHERE n < {count}) \
              INSERT INTO clients (owner_id, email, email_key, full_name, comment, created_at) \
              SELECT {owner}, '{tag}' || n || '@example.com', '{tag}' || n || '@example.com', \
                     'Person ' || n, '', '{now}' FROM seq"
-        ),
-    );
+    ));
     let msg = caller.message(&format!("Bulk {tag}"));
     let start = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
     let end = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
@@ -338,10 +284,7 @@ fn temporary_failure_is_retried_on_a_later_run_after_backoff(env: &mut Env) {
     assert_eq!(n(&early, "sent") + n(&early, "deferred"), 0, "{early}");
 
     env.set("MAILCTL_RETRY_DELAY", "0");
-    sql_exec(
-        env,
-        "UPDATE deliveries SET next_try_at = NULL WHERE state = 'pending'",
-    );
+    env.sql("UPDATE deliveries SET next_try_at = NULL WHERE state = 'pending'");
     let ann = env.as_("ann");
     let second = send_due(&ann, &[]);
     assert_eq!(n(&second, "sent"), 1, "{second}");
@@ -467,7 +410,7 @@ fn throttling_slows_down_without_burning_tries(env: &mut Env) {
     let first = send_due(&ann, &["--concurrency", "1"]);
     assert_eq!(n(&first, "deferred"), 1, "{first}");
     assert_eq!(
-        sql_i64(env, "SELECT CAST(tries AS BIGINT) FROM deliveries"),
+        env.count("SELECT CAST(tries AS BIGINT) FROM deliveries"),
         0,
         "a throttled try is not the recipient's"
     );
@@ -499,10 +442,7 @@ fn overlapping_runs_never_send_twice(env: &mut Env) {
     assert_eq!(got.len(), 300);
     assert!(got.values().all(|&c| c == 1), "duplicates: {got:?}");
     assert_eq!(
-        sql_i64(
-            env,
-            "SELECT COUNT(*) FROM attempts WHERE status = 'success'"
-        ),
+        env.count("SELECT COUNT(*) FROM attempts WHERE status = 'success'"),
         300
     );
 }
@@ -647,24 +587,18 @@ fn unsubscribed_addresses_are_skipped(env: &mut Env) {
     let gone = ann.client("Gone@Example.com");
     let m = ann.mailing(ann.message("Unsub"), &[keep, gone]);
     let owner = ann.json(&["whoami"])["id"].as_i64().unwrap();
-    sql_exec(
-        env,
-        &format!(
-            "INSERT INTO suppressions (owner_id, email_key, reason, created_at) \
+    env.sql(&format!(
+        "INSERT INTO suppressions (owner_id, email_key, reason, created_at) \
              VALUES ({owner}, 'gone@example.com', 'unsubscribed', '2026-01-01T00:00:00+00:00')"
-        ),
-    );
+    ));
     let s = send_due(&ann, &[]);
     assert_eq!((n(&s, "sent"), n(&s, "suppressed")), (1, 1), "{s}");
     assert_eq!(recipients(&server), ["keep@example.com"]);
     assert_eq!(status(&ann, m), "completed");
     assert_eq!(
-        sql_i64(
-            env,
-            &format!(
-                "SELECT COUNT(*) FROM deliveries WHERE client_id = {gone} AND state = 'suppressed'"
-            )
-        ),
+        env.count(&format!(
+            "SELECT COUNT(*) FROM deliveries WHERE client_id = {gone} AND state = 'suppressed'"
+        )),
         1
     );
 }
@@ -685,12 +619,9 @@ fn four_workers_on_postgres_deliver_10000_once() {
     assert_eq!(got.len(), 10_000);
     assert!(got.values().all(|&c| c == 1), "a recipient got two letters");
     assert_eq!(
-        sql_i64(
-            &env,
-            &format!(
-                "SELECT COUNT(*) FROM deliveries WHERE mailing_id = {mailing} AND state = 'sent'"
-            )
-        ),
+        env.count(&format!(
+            "SELECT COUNT(*) FROM deliveries WHERE mailing_id = {mailing} AND state = 'sent'"
+        )),
         10_000
     );
     assert_eq!(status(&ann, mailing), "completed");
@@ -798,7 +729,7 @@ fn smtp_auth_from_the_url() {
         &format!("smtp://mailer:s3cret%20p%40ss@127.0.0.1:{port}"),
     );
     let ann = env.as_("ann");
-    sql_exec(&env, "UPDATE deliveries SET next_try_at = NULL");
+    env.sql("UPDATE deliveries SET next_try_at = NULL");
     assert_eq!(n(&send_due(&ann, &[]), "sent"), 1);
     assert_eq!(recipients(&server), ["auth@example.com"]);
 }

@@ -83,6 +83,24 @@ impl Env {
         })
     }
 
+    /// The text a one-value query returns on the test database.
+    pub fn text(&self, query: &str) -> String {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let db = mailctl::db::Db::connect(&self.db_url, 1)
+                .await
+                .expect("connect");
+            let v: String =
+                mailctl::on_pool!(&db, p => sqlx::query_scalar(query).fetch_one(p).await)
+                    .unwrap_or_else(|e| panic!("{query}: {e}"));
+            db.close().await;
+            v
+        })
+    }
+
     pub fn outbox(&self) -> PathBuf {
         self.dir.path().join("data/mailctl/outbox")
     }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 
-use crate::common::{Backend, Env, servers};
+use crate::common::{Env, servers};
 
 /// `mailctl serve` on a free port of 127.0.0.1, stopped with SIGTERM when dropped.
 pub struct Listener {
@@ -286,95 +286,15 @@ pub fn last_link(env: &Env, to: &str, kind: &str) -> String {
 
 /// Runs one SQL statement on the test's database (either backend); returns rows affected.
 pub fn sql(env: &Env, statement: &str) -> u64 {
-    use sqlx::Connection;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        match env.backend {
-            Backend::Sqlite => {
-                let mut c = sqlx::SqliteConnection::connect(&env.db_url)
-                    .await
-                    .expect("sqlite");
-                sqlx::query(statement)
-                    .execute(&mut c)
-                    .await
-                    .expect(statement)
-                    .rows_affected()
-            }
-            Backend::Postgres => {
-                let mut c = sqlx::PgConnection::connect(&env.db_url)
-                    .await
-                    .expect("postgres");
-                sqlx::query(statement)
-                    .execute(&mut c)
-                    .await
-                    .expect(statement)
-                    .rows_affected()
-            }
-        }
-    })
+    env.sql(statement)
 }
 
 /// One integer from a query, on either backend.
 pub fn sql_count(env: &Env, query: &str) -> i64 {
-    use sqlx::Connection;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        match env.backend {
-            Backend::Sqlite => {
-                let mut c = sqlx::SqliteConnection::connect(&env.db_url)
-                    .await
-                    .expect("sqlite");
-                sqlx::query_scalar::<_, i64>(query)
-                    .fetch_one(&mut c)
-                    .await
-                    .expect(query)
-            }
-            Backend::Postgres => {
-                let mut c = sqlx::PgConnection::connect(&env.db_url)
-                    .await
-                    .expect("postgres");
-                sqlx::query_scalar::<_, i64>(query)
-                    .fetch_one(&mut c)
-                    .await
-                    .expect(query)
-            }
-        }
-    })
+    env.count(query)
 }
 
 /// One text value from a query, on either backend.
 pub fn sql_text(env: &Env, query: &str) -> String {
-    use sqlx::Connection;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        match env.backend {
-            Backend::Sqlite => {
-                let mut c = sqlx::SqliteConnection::connect(&env.db_url)
-                    .await
-                    .expect("sqlite");
-                sqlx::query_scalar::<_, String>(query)
-                    .fetch_one(&mut c)
-                    .await
-                    .expect(query)
-            }
-            Backend::Postgres => {
-                let mut c = sqlx::PgConnection::connect(&env.db_url)
-                    .await
-                    .expect("postgres");
-                sqlx::query_scalar::<_, String>(query)
-                    .fetch_one(&mut c)
-                    .await
-                    .expect(query)
-            }
-        }
-    })
+    env.text(query)
 }
