@@ -137,6 +137,30 @@ pub async fn confirm(db: &Db, raw: &str) -> Result<TokenState> {
     let (TokenState::Valid { .. }, Some(row)) = (&state, row) else {
         return Ok(state);
     };
+    spend(db, &row, row.password_hash.as_deref(), false, state).await
+}
+
+/// Sets a new password with a reset token: spends the token, ends every session of the
+/// account, and marks its email confirmed (the link proves the mailbox is theirs).
+pub async fn reset_password(db: &Db, raw: &str, new_hash: &str) -> Result<TokenState> {
+    let row = find(db, Purpose::Reset, raw).await?;
+    let state = state_of(row.as_ref());
+    let (TokenState::Valid { .. }, Some(row)) = (&state, row) else {
+        return Ok(state);
+    };
+    spend(db, &row, Some(new_hash), true, state).await
+}
+
+/// Spends a valid token and applies it in one transaction: confirms the email, sets the
+/// password when one is given, and ends every session when asked. A token spent by a
+/// concurrent request in the meantime reads as used.
+async fn spend(
+    db: &Db,
+    row: &TokenRow,
+    password_hash: Option<&str>,
+    end_sessions: bool,
+    valid: TokenState,
+) -> Result<TokenState> {
     let at = now();
     let spent = on_pool!(db, p => {
         let mut tx = p.begin().await?;
@@ -148,47 +172,20 @@ pub async fn confirm(db: &Db, raw: &str) -> Result<TokenState> {
             .rows_affected();
         if spent == 1 {
             sqlx::query("UPDATE accounts SET email_confirmed = TRUE, password_hash = COALESCE($1, password_hash) WHERE id = $2")
-                .bind(row.password_hash.as_deref())
+                .bind(password_hash)
                 .bind(row.account_id)
                 .execute(&mut *tx)
                 .await?;
+            if end_sessions {
+                sqlx::query("DELETE FROM sessions WHERE account_id = $1")
+                    .bind(row.account_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
         tx.commit().await.map(|_| spent)
     })?;
-    Ok(if spent == 1 { state } else { TokenState::Used })
-}
-
-/// Sets a new password with a reset token: spends the token, ends every session of the
-/// account, and marks its email confirmed (the link proves the mailbox is theirs).
-pub async fn reset_password(db: &Db, raw: &str, new_hash: &str) -> Result<TokenState> {
-    let row = find(db, Purpose::Reset, raw).await?;
-    let state = state_of(row.as_ref());
-    let (TokenState::Valid { .. }, Some(row)) = (&state, row) else {
-        return Ok(state);
-    };
-    let at = now();
-    let spent = on_pool!(db, p => {
-        let mut tx = p.begin().await?;
-        let spent = sqlx::query("UPDATE account_tokens SET used_at = $1 WHERE id = $2 AND used_at IS NULL AND expires_at > $1")
-            .bind(at)
-            .bind(row.id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if spent == 1 {
-            sqlx::query("UPDATE accounts SET password_hash = $1, email_confirmed = TRUE WHERE id = $2")
-                .bind(new_hash)
-                .bind(row.account_id)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM sessions WHERE account_id = $1")
-                .bind(row.account_id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await.map(|_| spent)
-    })?;
-    Ok(if spent == 1 { state } else { TokenState::Used })
+    Ok(if spent == 1 { valid } else { TokenState::Used })
 }
 
 /// Deletes tokens that expired more than a week ago, so the table does not grow forever.
