@@ -4,7 +4,6 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::Db;
-use super::accounts::email_key;
 use crate::auth::policy::Scope;
 use crate::error::Result;
 use crate::on_pool;
@@ -41,75 +40,121 @@ pub struct Finished {
     pub reply: String,
 }
 
-/// Records a batch of tries in one transaction: an attempt row per try, the delivery's new
-/// state, and a suppression for a permanent refusal. Everything a try changes is written here
-/// (per-mailing counters for stats belong here too).
-pub async fn record(db: &Db, done: &[Finished]) -> Result<()> {
-    if done.is_empty() {
-        return Ok(());
+/// The statements that record a batch of tries: an attempt row per try, the delivery's new
+/// state, and a suppression for a permanent refusal. Everything a try changes is written
+/// by these (the stats counters follow from the attempt rows, by trigger). Multi-row
+/// statements: a batch costs three round trips whatever its size. Run them with
+/// [`record_in!`] inside the caller's transaction.
+pub struct Recording<'a> {
+    pub done: &'a [Finished],
+    /// Tries that reached the server (or failed to): one attempt row each, in mailing order.
+    /// The stats triggers lock each mailing's counters, and a consistent order keeps
+    /// concurrent writers (PostgreSQL) from deadlocking; they run last, so those locks are
+    /// held only from then to the commit.
+    pub tried: Vec<&'a Finished>,
+    pub bounced: Vec<&'a Finished>,
+    pub update_deliveries: String,
+    pub insert_attempts: String,
+    pub suppress: String,
+}
+
+impl<'a> Recording<'a> {
+    pub fn new(db: &Db, done: &'a [Finished]) -> Recording<'a> {
+        let mut tried: Vec<&Finished> = done.iter().filter(|f| f.next != Next::Release).collect();
+        tried.sort_by_key(|f| f.mailing_id);
+        let bounced: Vec<&Finished> = done.iter().filter(|f| f.next == Next::Failed).collect();
+        Recording {
+            update_deliveries: format!(
+                "UPDATE deliveries SET state = v.column2, tries = deliveries.tries + v.column3, \
+                   next_try_at = v.column4, lease_until = NULL, last_reply = v.column5, updated_at = v.column6 \
+                 FROM (VALUES {}) AS v \
+                 WHERE deliveries.id = v.column1 AND deliveries.state = 'sending' AND deliveries.lease_until = v.column7",
+                placeholders(db, done.len(), 7)
+            ),
+            insert_attempts: format!(
+                "INSERT INTO attempts (mailing_id, client_id, attempted_at, status, server_response) VALUES {}",
+                placeholders(db, tried.len(), 5)
+            ),
+            suppress: format!(
+                "INSERT INTO suppressions (owner_id, email_key, reason, created_at) \
+                 SELECT v.column1, v.column2, 'bounced', v.column3 FROM (VALUES {}) AS v \
+                 WHERE TRUE ON CONFLICT (owner_id, email_key) DO NOTHING",
+                placeholders(db, bounced.len(), 3)
+            ),
+            done,
+            tried,
+            bounced,
+        }
     }
-    // Multi-row statements: a batch costs four round trips whatever its size.
-    // Attempts in mailing order: the stats triggers lock each mailing's counters, and a
-    // consistent order keeps concurrent writers (PostgreSQL) from deadlocking. They are
-    // inserted last, so those locks are held only from then to the commit.
-    let mut tried: Vec<&Finished> = done.iter().filter(|f| f.next != Next::Release).collect();
-    tried.sort_by_key(|f| f.mailing_id);
-    let bounced: Vec<&Finished> = done.iter().filter(|f| f.next == Next::Failed).collect();
-    let insert_attempts = format!(
-        "INSERT INTO attempts (mailing_id, client_id, attempted_at, status, server_response) VALUES {}",
-        placeholders(tried.len(), 5)
-    );
-    let update_deliveries = format!(
-        "UPDATE deliveries SET state = v.column2, tries = deliveries.tries + v.column3, \
-           next_try_at = v.column4, lease_until = NULL, last_reply = v.column5, updated_at = v.column6 \
-         FROM (VALUES {}) AS v \
-         WHERE deliveries.id = v.column1 AND deliveries.state = 'sending' AND deliveries.lease_until = v.column7",
-        placeholders(done.len(), 7)
-    );
-    let suppress = format!(
-        "INSERT INTO suppressions (owner_id, email_key, reason, created_at) \
-         SELECT v.column1, v.column2, 'bounced', v.column3 FROM (VALUES {}) AS v \
-         WHERE TRUE ON CONFLICT (owner_id, email_key) DO NOTHING",
-        placeholders(bounced.len(), 3)
-    );
-    on_pool!(db, p => {
-        let mut tx = p.begin().await?;
-        let mut q = sqlx::query(&update_deliveries);
-        for f in done {
-            let (state, adjust, next_try_at): (&str, i32, Option<DateTime<Utc>>) = match f.next {
-                Next::Sent => ("sent", 0, None),
-                Next::Failed => ("failed", 0, None),
-                Next::Retry(at) => ("pending", 0, Some(at)),
-                Next::Throttled(at) => ("pending", -1, Some(at)),
-                Next::Release => ("pending", -1, None),
-            };
-            let reply = (f.next != Next::Release).then_some(f.reply.as_str());
-            q = q.bind(f.delivery_id).bind(state).bind(adjust).bind(next_try_at).bind(reply)
-                .bind(f.attempted_at).bind(f.lease_until);
+
+    /// The delivery row's new state, how its try count changes, and when to try again.
+    pub fn next_state(f: &Finished) -> (&'static str, i32, Option<DateTime<Utc>>) {
+        match f.next {
+            Next::Sent => ("sent", 0, None),
+            Next::Failed => ("failed", 0, None),
+            Next::Retry(at) => ("pending", 0, Some(at)),
+            Next::Throttled(at) => ("pending", -1, Some(at)),
+            Next::Release => ("pending", -1, None),
         }
-        q.execute(&mut *tx).await?;
-        if !bounced.is_empty() {
-            let mut q = sqlx::query(&suppress);
-            for f in &bounced {
-                q = q.bind(f.owner_id).bind(email_key(&f.email)).bind(f.attempted_at);
+    }
+}
+
+/// Runs a [`Recording`] on an open transaction of either backend (a macro because the
+/// transaction types differ): `record_in!(tx, recording)` inside `on_pool!`.
+#[macro_export]
+macro_rules! record_in {
+    ($tx:ident, $rec:expr) => {{
+        let rec: &$crate::db::attempts::Recording = $rec;
+        if !rec.done.is_empty() {
+            let mut q = sqlx::query(&rec.update_deliveries);
+            for f in rec.done {
+                let (state, adjust, next_try_at) = $crate::db::attempts::Recording::next_state(f);
+                let reply =
+                    (f.next != $crate::db::attempts::Next::Release).then_some(f.reply.as_str());
+                q = q
+                    .bind(f.delivery_id)
+                    .bind(state)
+                    .bind(adjust)
+                    .bind(next_try_at)
+                    .bind(reply)
+                    .bind(f.attempted_at)
+                    .bind(f.lease_until);
             }
-            q.execute(&mut *tx).await?;
+            q.execute(&mut *$tx).await?;
         }
-        if !tried.is_empty() {
-            let mut q = sqlx::query(&insert_attempts);
-            for f in &tried {
-                let status = if f.next == Next::Sent { "success" } else { "failure" };
-                q = q.bind(f.mailing_id).bind(f.client_id).bind(f.attempted_at).bind(status).bind(&f.reply);
+        if !rec.bounced.is_empty() {
+            let mut q = sqlx::query(&rec.suppress);
+            for f in &rec.bounced {
+                q = q
+                    .bind(f.owner_id)
+                    .bind($crate::db::accounts::email_key(&f.email))
+                    .bind(f.attempted_at);
             }
-            q.execute(&mut *tx).await?;
+            q.execute(&mut *$tx).await?;
         }
-        tx.commit().await
-    })?;
-    Ok(())
+        if !rec.tried.is_empty() {
+            let mut q = sqlx::query(&rec.insert_attempts);
+            for f in &rec.tried {
+                let status = if f.next == $crate::db::attempts::Next::Sent {
+                    "success"
+                } else {
+                    "failure"
+                };
+                q = q
+                    .bind(f.mailing_id)
+                    .bind(f.client_id)
+                    .bind(f.attempted_at)
+                    .bind(status)
+                    .bind(&f.reply);
+            }
+            q.execute(&mut *$tx).await?;
+        }
+    }};
 }
 
 /// `($1, $2), ($3, $4)` for `rows` rows of `cols` values.
-fn placeholders(rows: usize, cols: usize) -> String {
+fn placeholders(db: &Db, rows: usize, cols: usize) -> String {
+    let numbered = db.is_postgres();
     let mut s = String::with_capacity(rows * cols * 5);
     for r in 0..rows {
         if r > 0 {
@@ -120,8 +165,12 @@ fn placeholders(rows: usize, cols: usize) -> String {
             if c > 0 {
                 s.push_str(", ");
             }
-            s.push('$');
-            s.push_str(&(r * cols + c + 1).to_string());
+            if numbered {
+                s.push('$');
+                s.push_str(&(r * cols + c + 1).to_string());
+            } else {
+                s.push('?');
+            }
         }
         s.push(')');
     }

@@ -8,6 +8,7 @@
 use chrono::{DateTime, Utc};
 
 use super::Db;
+use super::attempts::{Finished, Recording};
 use crate::auth::policy::Scope;
 use crate::error::{Error, Result};
 use crate::on_pool;
@@ -130,78 +131,79 @@ pub struct Claimed {
     pub full_name: String,
 }
 
-/// Atomically takes up to `n` deliveries of these mailings that are due now (pending and
-/// due, or `sending` with a lapsed lease), marking them `sending` until `lease_until` (which
-/// also serves as this claim's token: results are recorded only while it still holds).
+/// What to claim in a [`turn`]: up to `n` deliveries of these mailings that are due now
+/// (pending and due, or `sending` with a lapsed lease), marked `sending` until `lease_until`
+/// (which also serves as the claim's token: results are recorded only while it still holds).
+pub struct Claim<'a> {
+    pub mailing_ids: &'a [i64],
+    pub n: usize,
+    pub now: DateTime<Utc>,
+    pub lease_until: DateTime<Utc>,
+    /// Also look for lapsed leases (a crashed worker's rows).
+    pub include_lapsed: bool,
+}
+
+/// One turn of the sender's database loop, in one transaction: claims new deliveries and
+/// records the outcomes of finished ones. Claiming and recording together halves the
+/// commits, and nothing is claimed unless the outcomes that made room for it are durable.
 ///
-/// PostgreSQL: `FOR UPDATE SKIP LOCKED`, so any number of workers share the table.
-/// SQLite: one UPDATE statement takes the database's single write lock.
-pub async fn claim(
-    db: &Db,
-    mailing_ids: &[i64],
-    n: usize,
-    now: DateTime<Utc>,
-    lease_until: DateTime<Utc>,
-    include_lapsed: bool,
-) -> Result<Vec<Claimed>> {
-    if mailing_ids.is_empty() || n == 0 {
-        return Ok(Vec::new());
-    }
-    // Two statements, each served by the (mailing_id, state, next_try_at) index, so a claim
-    // costs the same on the last recipient as on the first: lapsed leases (few: at most the
-    // letters a dead worker had in flight), then pending rows that are due.
-    let mut rows = if include_lapsed {
-        claim_where(
-            db,
-            mailing_ids,
-            "state = 'sending' AND lease_until < $1",
-            n,
-            now,
-            lease_until,
-        )
-        .await?
-    } else {
-        Vec::new()
+/// PostgreSQL: the claim uses `FOR UPDATE SKIP LOCKED`, so any number of workers share the
+/// table without waiting on each other, and runs first, so the stats counters' row locks
+/// (taken by the attempts insert) are held only until the commit right after.
+/// SQLite: the transaction holds the database's single write lock.
+pub async fn turn(db: &Db, claim: Option<&Claim<'_>>, done: &[Finished]) -> Result<Vec<Claimed>> {
+    // Two claim statements, each served by the (mailing_id, state, next_try_at) index, so a
+    // claim costs the same on the last recipient as on the first: lapsed leases (few: at
+    // most the letters a dead worker had in flight), then pending rows that are due.
+    let (lapsed, pending) = match claim {
+        Some(c) if !c.mailing_ids.is_empty() && c.n > 0 => (
+            c.include_lapsed
+                .then(|| claim_sql(db, c, "state = 'sending' AND lease_until < $1")),
+            Some(claim_sql(
+                db,
+                c,
+                "state = 'pending' AND (next_try_at IS NULL OR next_try_at <= $1)",
+            )),
+        ),
+        _ => (None, None),
     };
-    if rows.len() < n {
-        let more = claim_where(
-            db,
-            mailing_ids,
-            "state = 'pending' AND (next_try_at IS NULL OR next_try_at <= $1)",
-            n - rows.len(),
-            now,
-            lease_until,
-        )
-        .await?;
-        rows.extend(more);
-    }
+    let recording = Recording::new(db, done);
+    let mut rows: Vec<Claimed> = Vec::new();
+    on_pool!(db, p => {
+        let mut tx = p.begin().await?;
+        if let Some(c) = claim {
+            for sql in [&lapsed, &pending].into_iter().flatten() {
+                let want = c.n - rows.len();
+                if want == 0 {
+                    break;
+                }
+                let more = sqlx::query_as::<_, Claimed>(sql)
+                    .bind(c.now).bind(c.lease_until).bind(want as i64)
+                    .fetch_all(&mut *tx).await?;
+                rows.extend(more);
+            }
+        }
+        crate::record_in!(tx, &recording);
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(())
+    })?;
+    rows.sort_by_key(|r| r.id);
     Ok(rows)
 }
 
-async fn claim_where(
-    db: &Db,
-    mailing_ids: &[i64],
-    condition: &str,
-    n: usize,
-    now: DateTime<Utc>,
-    lease_until: DateTime<Utc>,
-) -> Result<Vec<Claimed>> {
+fn claim_sql(db: &Db, claim: &Claim, condition: &str) -> String {
     let lock = if db.is_postgres() {
         "FOR UPDATE SKIP LOCKED"
     } else {
         ""
     };
-    let sql = format!(
+    format!(
         "UPDATE deliveries SET state = 'sending', tries = tries + 1, lease_until = $2, updated_at = $1 \
          WHERE id IN (SELECT id FROM deliveries WHERE mailing_id IN ({ids}) AND {condition} \
                       AND NOT {SUPPRESSED} LIMIT $3 {lock}) \
          RETURNING id, mailing_id, client_id, tries, \
            (SELECT c.email FROM clients c WHERE c.id = deliveries.client_id) AS email, \
            (SELECT c.full_name FROM clients c WHERE c.id = deliveries.client_id) AS full_name",
-        ids = id_list(mailing_ids),
-    );
-    let mut rows = on_pool!(db, p => sqlx::query_as::<_, Claimed>(&sql)
-        .bind(now).bind(lease_until).bind(n as i64).fetch_all(p).await)?;
-    rows.sort_by_key(|r| r.id);
-    Ok(rows)
+        ids = id_list(claim.mailing_ids),
+    )
 }

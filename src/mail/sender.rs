@@ -1,11 +1,12 @@
 //! The sender: claim deliveries, send them concurrently (one reused SMTP connection per
 //! worker), record every try, retry temporary failures on later runs, keep to a rate.
 //!
-//! Guarantee (docs/delivery.md): at-least-once with a bounded window. A semaphore of
-//! `Options::window()` permits (16 x concurrency) bounds the letters claimed and not yet
-//! recorded; a permit comes back only when its outcome is committed. When the process dies at
-//! any line, at most that many letters can have reached the server without their outcome
-//! being recorded; those (and only those) may be sent again once their lease lapses.
+//! Guarantee (docs/delivery.md): at-least-once with a bounded window. One database task
+//! claims and records; it never lets more than `Options::window()` letters (16 x
+//! concurrency) be claimed and not yet recorded, and a letter leaves that count only when its
+//! outcome is committed. When the process dies at any line, at most that many letters can have
+//! reached the server without their outcome being recorded; those (and only those) may be
+//! sent again once their lease lapses.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use tokio::sync::{Mutex, Semaphore, mpsc};
+use tokio::sync::{Mutex, mpsc};
 
 use crate::config::Config;
-use crate::db::attempts::{self, Finished, Next};
-use crate::db::deliveries::{self, Claimed, Target};
+use crate::db::attempts::{Finished, Next};
+use crate::db::deliveries::{self, Claim, Claimed, Target};
 use crate::db::{self, Db};
 use crate::error::{Error, Result};
 use crate::mail::compose::{Recipient, Template};
@@ -48,10 +49,9 @@ fn env_seconds(name: &str) -> Option<Duration> {
 
 impl Options {
     /// Letters that may be claimed but not yet recorded (sixteen times the concurrency): the
-    /// most a crash can send twice. Results are committed in groups and each commit waits
-    /// for the disk (and, on PostgreSQL, for the stats counters' row locks), so throughput
-    /// is about window / (claim + send + commit latency): 4 x concurrency gave 7.7k (SQLite)
-    /// and 3.3k (PostgreSQL) letters/s against smtp-sink, 16 x gives 12k and 4.8k.
+    /// most a crash can send twice. Each database turn records what finished during the
+    /// previous one and claims as much again, so the window must cover the letters sent
+    /// during about two turns for the workers never to wait on the database.
     pub fn window(&self) -> usize {
         self.concurrency * 16
     }
@@ -113,7 +113,7 @@ struct Job {
     claimed_at: Instant,
 }
 
-/// What the claimer, the workers and the writer share.
+/// What the database task and the workers share.
 struct Shared {
     stop: AtomicBool,
     stopped: std::sync::Mutex<Option<String>>,
@@ -121,8 +121,6 @@ struct Shared {
     failed: AtomicU64,
     deferred: AtomicU64,
     progress: Option<indicatif::ProgressBar>,
-    /// One permit per letter that may be claimed but not yet recorded: the window.
-    window: Arc<Semaphore>,
 }
 
 impl Shared {
@@ -139,13 +137,13 @@ impl Shared {
     }
 }
 
-/// The state of one run, shared by the claimer and the workers.
+/// The state of one run, shared by the database task and the workers.
 struct Run {
     db: Db,
     shared: Arc<Shared>,
     endpoint: Endpoint,
     templates: HashMap<i64, (Arc<Template>, i64)>,
-    writer: mpsc::Sender<Finished>,
+    results: mpsc::Sender<Finished>,
     rate: Option<RateLimiter>,
     throttle: Throttle,
     unreachable_streak: AtomicU64,
@@ -206,15 +204,10 @@ pub async fn run(
         None
     };
 
-    // SQLite has one write lock per database: claims and result writes of this process go
-    // through one connection, queued in the pool, instead of meeting in SQLite's busy handler
-    // (which sleeps in steps of milliseconds).
-    // PostgreSQL: one writer too. The stats triggers lock the mailing's counters and the
-    // owner's version row until commit, so concurrent writers would wait on each other's WAL
-    // flushes anyway; one writer commits larger groups (7.7k vs 6.0k letters/s with three).
-    // The pool has a connection for the writer and one for the claimer.
-    let writers = 1;
-    let work_db = Db::connect(&config.database_url, writers + 1).await?;
+    // One connection does all of the run's claims and writes, in turns (see `db_loop`):
+    // SQLite has a single write lock anyway, and on PostgreSQL the stats triggers lock the
+    // mailing's counters until commit, so concurrent writers would queue behind each other.
+    let work_db = Db::connect(&config.database_url, 1).await?;
     let shared = Arc::new(Shared {
         stop: AtomicBool::new(false),
         stopped: std::sync::Mutex::new(None),
@@ -222,19 +215,10 @@ pub async fn run(
         failed: AtomicU64::new(0),
         deferred: AtomicU64::new(0),
         progress,
-        window: Arc::new(Semaphore::new(opts.window())),
     });
-    let (writer_tx, writer_rx) = mpsc::channel(opts.window());
-    let writer_rx = Arc::new(Mutex::new(writer_rx));
-    let writer: Vec<_> = (0..writers)
-        .map(|_| {
-            tokio::spawn(write_results(
-                work_db.clone(),
-                writer_rx.clone(),
-                shared.clone(),
-            ))
-        })
-        .collect();
+    // Neither queue ever holds more than the window, so sending on them never waits.
+    let (result_tx, result_rx) = mpsc::channel(opts.window());
+    let (job_tx, job_rx) = mpsc::channel::<Job>(opts.window());
     let rate = match opts.rate {
         Some(r) => Some(RateLimiter::new(r, config.redis_url.as_deref()).await),
         None => None,
@@ -243,7 +227,7 @@ pub async fn run(
         db: work_db.clone(),
         endpoint: Endpoint::from_config(config)?,
         templates,
-        writer: writer_tx,
+        results: result_tx,
         shared: shared.clone(),
         rate,
         throttle: Throttle::default(),
@@ -255,14 +239,11 @@ pub async fn run(
         concurrency: opts.concurrency,
     });
 
-    // Jobs wait in a short queue: claims are made just ahead of sending.
-    let (job_tx, job_rx) = mpsc::channel::<Job>(opts.concurrency);
     let job_rx = Arc::new(Mutex::new(job_rx));
     let workers: Vec<_> = (0..opts.concurrency)
         .map(|_| tokio::spawn(worker(run.clone(), job_rx.clone())))
         .collect();
-
-    let claimed = claim_loop(&run, &ids, opts, job_tx).await;
+    let database = db_loop(&run, &ids, opts, result_rx, job_tx).await;
     for w in workers {
         w.await
             .map_err(|e| Error::runtime(format!("sender worker: {e}")))?;
@@ -278,17 +259,7 @@ pub async fn run(
             .take()
             .map(|why| format!("SMTP server unreachable: {why}"))
     };
-    // The last sender of the writer channel goes with `run`: the writer drains and ends.
     drop(run);
-    let mut written = Ok(());
-    for w in writer {
-        let result = w
-            .await
-            .map_err(|e| Error::runtime(format!("sender writer: {e}")))?;
-        if written.is_ok() {
-            written = result;
-        }
-    }
     let Shared {
         sent,
         failed,
@@ -296,13 +267,12 @@ pub async fn run(
         progress,
         stopped,
         ..
-    } = Arc::into_inner(shared).expect("writer is done");
+    } = Arc::into_inner(shared).expect("the workers are done");
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
     work_db.close().await;
-    claimed?;
-    written?;
+    database?;
 
     for t in &targets {
         deliveries::complete_if_done(db, t.id).await?;
@@ -319,45 +289,113 @@ pub async fn run(
     Ok(summary)
 }
 
-async fn claim_loop(run: &Run, ids: &[i64], opts: &Options, jobs: mpsc::Sender<Job>) -> Result<()> {
+/// The run's only user of the database once it has started: each turn, in one transaction,
+/// records the outcomes that came in and claims as many deliveries as the window has room
+/// for. While a turn runs the workers send what the previous turn claimed, and whatever
+/// finishes meanwhile goes into the next turn, so turns grow with the load (group commit).
+/// Nothing is claimed beyond the window: claimed and not yet recorded stays <= window.
+async fn db_loop(
+    run: &Run,
+    ids: &[i64],
+    opts: &Options,
+    mut results: mpsc::Receiver<Finished>,
+    jobs: mpsc::Sender<Job>,
+) -> Result<()> {
+    let window = opts.window();
+    // Claimed and not yet recorded.
+    let mut outstanding = 0usize;
     let mut remaining = opts.limit.unwrap_or(u64::MAX);
-    // Half the window: fewer, larger claims, while the other half is being sent and recorded.
-    let batch = (opts.window() / 2).max(1);
-    let window = run.shared.window.clone();
-    let mut last_lapsed_check = None;
-    while remaining > 0 && !run.shared.stopping() {
-        // Claim only when the window has room for a whole batch.
-        let n = (batch as u64).min(remaining) as usize;
-        let permits = window
-            .clone()
-            .acquire_many_owned(n as u32)
-            .await
-            .expect("the window is never closed");
-        if run.shared.stopping() {
-            break;
+    let mut exhausted = false;
+    let mut last_lapsed_check: Option<Instant> = None;
+    let mut claim_error = None;
+    let mut write_error = None;
+    let mut jobs = Some(jobs);
+    loop {
+        let claiming = !exhausted
+            && remaining > 0
+            && claim_error.is_none()
+            && write_error.is_none()
+            && !run.shared.stopping();
+        if !claiming {
+            // The workers end once the job queue is closed and empty.
+            jobs = None;
         }
+        let mut done = Vec::new();
+        // Wait for an outcome, unless a worthwhile claim can be made right away.
+        if !(claiming && window - outstanding >= (window / 4).max(1)) {
+            if outstanding == 0 {
+                break;
+            }
+            match results.recv().await {
+                Some(f) => done.push(f),
+                None => break,
+            }
+        }
+        while done.len() < window {
+            match results.try_recv() {
+                Ok(f) => done.push(f),
+                Err(_) => break,
+            }
+        }
+        if write_error.is_some() {
+            // Nothing can be recorded: count the letters out and let the leases lapse.
+            outstanding -= done.len();
+            continue;
+        }
+        let room = window - outstanding + done.len();
+        let n = if claiming {
+            (room as u64).min(remaining) as usize
+        } else {
+            0
+        };
         let now = db::now();
         let lease_until = now + chrono::Duration::from_std(run.lease).expect("lease fits");
         // Lapsed leases (a crashed worker's rows) are looked for at most once a second.
-        let lapsed =
-            last_lapsed_check.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(1));
-        if lapsed {
+        let include_lapsed =
+            n > 0 && last_lapsed_check.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+        let claim = Claim {
+            mailing_ids: ids,
+            n,
+            now,
+            lease_until,
+            include_lapsed,
+        };
+        let rows = match deliveries::turn(&run.db, (n > 0).then_some(&claim), &done).await {
+            Ok(rows) => rows,
+            Err(e) if n > 0 => {
+                // Try the outcomes alone before giving up on the run.
+                run.shared.stop(format!("cannot claim deliveries: {e}"));
+                claim_error = Some(e);
+                match record_with_retries(run, &done).await {
+                    Ok(()) => Vec::new(),
+                    Err(e) => {
+                        write_error = Some(e);
+                        outstanding -= done.len();
+                        continue;
+                    }
+                }
+            }
+            Err(_) => match record_with_retries(run, &done).await {
+                Ok(()) => Vec::new(),
+                Err(e) => {
+                    run.shared
+                        .stop("cannot record results in the database".into());
+                    write_error = Some(e);
+                    outstanding -= done.len();
+                    continue;
+                }
+            },
+        };
+        if include_lapsed {
             last_lapsed_check = Some(Instant::now());
         }
-        let rows = match deliveries::claim(&run.db, ids, n, now, lease_until, lapsed).await {
-            Ok(rows) => rows,
-            Err(e) => {
-                run.shared.stop(format!("cannot claim deliveries: {e}"));
-                return Err(e);
-            }
-        };
-        // Each claimed row keeps its permit until its outcome is committed.
-        permits.forget();
-        window.add_permits(n - rows.len());
-        if rows.is_empty() {
-            break;
+        outstanding -= done.len();
+        count(&run.shared, &done);
+        if n > 0 && rows.len() < n {
+            exhausted = true;
         }
         remaining -= rows.len() as u64;
+        outstanding += rows.len();
         let claimed_at = Instant::now();
         for claimed in rows {
             let job = Job {
@@ -365,12 +403,47 @@ async fn claim_loop(run: &Run, ids: &[i64], opts: &Options, jobs: mpsc::Sender<J
                 lease_until,
                 claimed_at,
             };
-            if jobs.send(job).await.is_err() {
-                return Ok(());
+            if let Some(tx) = &jobs {
+                // The queue holds the whole window: this never waits.
+                if tx.send(job).await.is_err() {
+                    outstanding -= 1;
+                }
             }
         }
     }
-    Ok(())
+    match (claim_error, write_error) {
+        (_, Some(e)) | (Some(e), None) => Err(e),
+        (None, None) => Ok(()),
+    }
+}
+
+/// Records outcomes alone (no claim), retrying a few times over about four seconds.
+async fn record_with_retries(run: &Run, done: &[Finished]) -> Result<()> {
+    let mut failure = None;
+    for pause in [200u64, 1000, 3000] {
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        match deliveries::turn(&run.db, None, done).await {
+            Ok(_) => return Ok(()),
+            Err(e) => failure = Some(e),
+        }
+    }
+    Err(failure.expect("tried at least once"))
+}
+
+/// Outcomes count in the summary once they are durable.
+fn count(shared: &Shared, done: &[Finished]) {
+    for f in done {
+        let counter = match f.next {
+            Next::Sent => &shared.sent,
+            Next::Failed => &shared.failed,
+            Next::Retry(_) | Next::Throttled(_) => &shared.deferred,
+            Next::Release => continue,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if let Some(bar) = &shared.progress {
+            bar.inc(1);
+        }
+    }
 }
 
 async fn worker(run: Arc<Run>, jobs: Arc<Mutex<mpsc::Receiver<Job>>>) {
@@ -383,8 +456,8 @@ async fn worker(run: Arc<Run>, jobs: Arc<Mutex<mpsc::Receiver<Job>>>) {
         } else {
             send_one(&run, &mut session, &job).await
         };
-        if run.writer.send(finished).await.is_err() {
-            run.shared.stop("the result writer stopped".into());
+        if run.results.send(finished).await.is_err() {
+            run.shared.stop("the database task stopped".into());
         }
     }
     session.close().await;
@@ -482,64 +555,6 @@ async fn send_one(run: &Run, session: &mut Session, job: &Job) -> Finished {
         attempted_at: now,
         next,
         reply: outcome.reply().to_string(),
-    }
-}
-
-/// Commits results in groups: whatever arrived while the previous commit ran goes into the
-/// next transaction. A letter's permit in the window comes back only once its outcome is
-/// durable, and only then does it count in the summary.
-async fn write_results(
-    db: Db,
-    rx: Arc<Mutex<mpsc::Receiver<Finished>>>,
-    shared: Arc<Shared>,
-) -> Result<()> {
-    let mut failure = None;
-    loop {
-        let mut done = Vec::new();
-        {
-            let mut rx = rx.lock().await;
-            let Some(first) = rx.recv().await else { break };
-            done.push(first);
-            while done.len() < 1024 {
-                match rx.try_recv() {
-                    Ok(item) => done.push(item),
-                    Err(_) => break,
-                }
-            }
-        }
-        if failure.is_none() {
-            for pause in [0u64, 200, 1000, 3000] {
-                tokio::time::sleep(Duration::from_millis(pause)).await;
-                match attempts::record(&db, &done).await {
-                    Ok(()) => {
-                        failure = None;
-                        break;
-                    }
-                    Err(e) => failure = Some(e),
-                }
-            }
-            if failure.is_none() {
-                for f in &done {
-                    let counter = match f.next {
-                        Next::Sent => &shared.sent,
-                        Next::Failed => &shared.failed,
-                        Next::Retry(_) | Next::Throttled(_) => &shared.deferred,
-                        Next::Release => continue,
-                    };
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    if let Some(bar) = &shared.progress {
-                        bar.inc(1);
-                    }
-                }
-            } else {
-                shared.stop("cannot record results in the database".into());
-            }
-        }
-        shared.window.add_permits(done.len());
-    }
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(()),
     }
 }
 
