@@ -2,7 +2,7 @@ use clap::Parser;
 
 fn main() {
     let cli = mailctl::cli::Cli::parse();
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::Db;
+use super::accounts::email_key;
 use crate::auth::policy::Scope;
 use crate::error::Result;
 use crate::on_pool;
@@ -40,141 +41,185 @@ pub struct Finished {
     pub reply: String,
 }
 
-/// The statements that record a batch of tries: an attempt row per try, the delivery's new
-/// state, and a suppression for a permanent refusal. Everything a try changes is written
-/// by these (the stats counters follow from the attempt rows, by trigger). Multi-row
-/// statements: a batch costs three round trips whatever its size. Run them with
-/// [`record_in!`] inside the caller's transaction.
-pub struct Recording<'a> {
-    pub done: &'a [Finished],
-    /// Tries that reached the server (or failed to): one attempt row each, in mailing order.
-    /// The stats triggers lock each mailing's counters, and a consistent order keeps
-    /// concurrent writers (PostgreSQL) from deadlocking; they run last, so those locks are
-    /// held only from then to the commit.
-    pub tried: Vec<&'a Finished>,
-    pub bounced: Vec<&'a Finished>,
-    pub update_deliveries: String,
-    pub insert_attempts: String,
-    pub suppress: String,
+/// Records a batch of tries inside the caller's transaction: the delivery's new state, a
+/// suppression for a permanent refusal, and an attempt row per try (the stats counters
+/// follow from those, by trigger). Each statement takes the whole batch as one value (a JSON
+/// array on SQLite, arrays on PostgreSQL), so its text never changes: it is prepared once per
+/// connection, and a batch costs three round trips whatever its size.
+pub(crate) trait RecordTries {
+    async fn record_tries(&mut self, done: &[Finished]) -> sqlx::Result<()>;
 }
 
-impl<'a> Recording<'a> {
-    pub fn new(db: &Db, done: &'a [Finished]) -> Recording<'a> {
-        let mut tried: Vec<&Finished> = done.iter().filter(|f| f.next != Next::Release).collect();
-        tried.sort_by_key(|f| f.mailing_id);
-        let bounced: Vec<&Finished> = done.iter().filter(|f| f.next == Next::Failed).collect();
-        Recording {
-            update_deliveries: format!(
-                "UPDATE deliveries SET state = v.column2, tries = deliveries.tries + v.column3, \
-                   next_try_at = v.column4, lease_until = NULL, last_reply = v.column5, updated_at = v.column6 \
-                 FROM (VALUES {}) AS v \
-                 WHERE deliveries.id = v.column1 AND deliveries.state = 'sending' AND deliveries.lease_until = v.column7",
-                placeholders(db, done.len(), 7)
-            ),
-            insert_attempts: format!(
-                "INSERT INTO attempts (mailing_id, client_id, attempted_at, status, server_response) VALUES {}",
-                placeholders(db, tried.len(), 5)
-            ),
-            suppress: format!(
+/// The delivery row's new state, how its try count changes, and when to try again.
+fn next_state(f: &Finished) -> (&'static str, i32, Option<DateTime<Utc>>) {
+    match f.next {
+        Next::Sent => ("sent", 0, None),
+        Next::Failed => ("failed", 0, None),
+        Next::Retry(at) => ("pending", 0, Some(at)),
+        Next::Throttled(at) => ("pending", -1, Some(at)),
+        Next::Release => ("pending", -1, None),
+    }
+}
+
+/// Tries that reached the server (or failed to): one attempt row each, in mailing order.
+/// On PostgreSQL the stats trigger locks each mailing's counters; the attempts go in last,
+/// so those locks are held only from then to the commit.
+fn tried(done: &[Finished]) -> Vec<&Finished> {
+    let mut tried: Vec<&Finished> = done.iter().filter(|f| f.next != Next::Release).collect();
+    tried.sort_by_key(|f| f.mailing_id);
+    tried
+}
+
+fn status(f: &Finished) -> &'static str {
+    if f.next == Next::Sent {
+        "success"
+    } else {
+        "failure"
+    }
+}
+
+/// The reply kept on the delivery row (none for a letter never sent).
+fn reply(f: &Finished) -> Option<&str> {
+    (f.next != Next::Release).then_some(f.reply.as_str())
+}
+
+/// A time as sqlx writes it into SQLite, so a lease compares equal to the one stored.
+fn sqlite_time(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
+}
+
+impl RecordTries for sqlx::SqliteConnection {
+    async fn record_tries(&mut self, done: &[Finished]) -> sqlx::Result<()> {
+        use serde_json::json;
+        if done.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<_> = done
+            .iter()
+            .map(|f| {
+                let (state, adjust, next_try_at) = next_state(f);
+                json!([
+                    f.delivery_id,
+                    state,
+                    adjust,
+                    next_try_at.as_ref().map(sqlite_time),
+                    reply(f),
+                    sqlite_time(&f.attempted_at),
+                    sqlite_time(&f.lease_until)
+                ])
+            })
+            .collect();
+        sqlx::query(
+            "UPDATE deliveries SET state = v.value ->> 1, tries = deliveries.tries + (v.value ->> 2), \
+               next_try_at = v.value ->> 3, lease_until = NULL, last_reply = v.value ->> 4, \
+               updated_at = v.value ->> 5 \
+             FROM json_each($1) AS v \
+             WHERE deliveries.id = v.value ->> 0 AND deliveries.state = 'sending' \
+               AND deliveries.lease_until = v.value ->> 6",
+        )
+        .bind(serde_json::Value::Array(rows).to_string())
+        .execute(&mut *self)
+        .await?;
+        let bounced: Vec<_> = done
+            .iter()
+            .filter(|f| f.next == Next::Failed)
+            .map(|f| {
+                json!([
+                    f.owner_id,
+                    email_key(&f.email),
+                    sqlite_time(&f.attempted_at)
+                ])
+            })
+            .collect();
+        if !bounced.is_empty() {
+            sqlx::query(
                 "INSERT INTO suppressions (owner_id, email_key, reason, created_at) \
-                 SELECT v.column1, v.column2, 'bounced', v.column3 FROM (VALUES {}) AS v \
+                 SELECT value ->> 0, value ->> 1, 'bounced', value ->> 2 FROM json_each($1) \
                  WHERE TRUE ON CONFLICT (owner_id, email_key) DO NOTHING",
-                placeholders(db, bounced.len(), 3)
-            ),
-            done,
-            tried,
-            bounced,
+            )
+            .bind(serde_json::Value::Array(bounced).to_string())
+            .execute(&mut *self)
+            .await?;
         }
-    }
-
-    /// The delivery row's new state, how its try count changes, and when to try again.
-    pub fn next_state(f: &Finished) -> (&'static str, i32, Option<DateTime<Utc>>) {
-        match f.next {
-            Next::Sent => ("sent", 0, None),
-            Next::Failed => ("failed", 0, None),
-            Next::Retry(at) => ("pending", 0, Some(at)),
-            Next::Throttled(at) => ("pending", -1, Some(at)),
-            Next::Release => ("pending", -1, None),
+        let attempts: Vec<_> = tried(done)
+            .into_iter()
+            .map(|f| {
+                json!([
+                    f.mailing_id,
+                    f.client_id,
+                    sqlite_time(&f.attempted_at),
+                    status(f),
+                    f.reply
+                ])
+            })
+            .collect();
+        if !attempts.is_empty() {
+            sqlx::query(
+                "INSERT INTO attempts (mailing_id, client_id, attempted_at, status, server_response) \
+                 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 \
+                 FROM json_each($1) ORDER BY key",
+            )
+            .bind(serde_json::Value::Array(attempts).to_string())
+            .execute(&mut *self)
+            .await?;
         }
+        Ok(())
     }
 }
 
-/// Runs a [`Recording`] on an open transaction of either backend (a macro because the
-/// transaction types differ): `record_in!(tx, recording)` inside `on_pool!`.
-#[macro_export]
-macro_rules! record_in {
-    ($tx:ident, $rec:expr) => {{
-        let rec: &$crate::db::attempts::Recording = $rec;
-        if !rec.done.is_empty() {
-            let mut q = sqlx::query(&rec.update_deliveries);
-            for f in rec.done {
-                let (state, adjust, next_try_at) = $crate::db::attempts::Recording::next_state(f);
-                let reply =
-                    (f.next != $crate::db::attempts::Next::Release).then_some(f.reply.as_str());
-                q = q
-                    .bind(f.delivery_id)
-                    .bind(state)
-                    .bind(adjust)
-                    .bind(next_try_at)
-                    .bind(reply)
-                    .bind(f.attempted_at)
-                    .bind(f.lease_until);
-            }
-            q.execute(&mut *$tx).await?;
+impl RecordTries for sqlx::PgConnection {
+    async fn record_tries(&mut self, done: &[Finished]) -> sqlx::Result<()> {
+        if done.is_empty() {
+            return Ok(());
         }
-        if !rec.bounced.is_empty() {
-            let mut q = sqlx::query(&rec.suppress);
-            for f in &rec.bounced {
-                q = q
-                    .bind(f.owner_id)
-                    .bind($crate::db::accounts::email_key(&f.email))
-                    .bind(f.attempted_at);
-            }
-            q.execute(&mut *$tx).await?;
+        let states: Vec<_> = done.iter().map(next_state).collect();
+        sqlx::query(
+            "UPDATE deliveries SET state = v.state, tries = deliveries.tries + v.adjust, \
+               next_try_at = v.next_try_at, lease_until = NULL, last_reply = v.reply, updated_at = v.at \
+             FROM unnest($1::bigint[], $2::text[], $3::int[], $4::timestamptz[], $5::text[], \
+                         $6::timestamptz[], $7::timestamptz[]) \
+                  AS v(id, state, adjust, next_try_at, reply, at, lease) \
+             WHERE deliveries.id = v.id AND deliveries.state = 'sending' AND deliveries.lease_until = v.lease",
+        )
+        .bind(done.iter().map(|f| f.delivery_id).collect::<Vec<_>>())
+        .bind(states.iter().map(|s| s.0).collect::<Vec<_>>())
+        .bind(states.iter().map(|s| s.1).collect::<Vec<_>>())
+        .bind(states.iter().map(|s| s.2).collect::<Vec<_>>())
+        .bind(done.iter().map(reply).collect::<Vec<_>>())
+        .bind(done.iter().map(|f| f.attempted_at).collect::<Vec<_>>())
+        .bind(done.iter().map(|f| f.lease_until).collect::<Vec<_>>())
+        .execute(&mut *self)
+        .await?;
+        let bounced: Vec<&Finished> = done.iter().filter(|f| f.next == Next::Failed).collect();
+        if !bounced.is_empty() {
+            sqlx::query(
+                "INSERT INTO suppressions (owner_id, email_key, reason, created_at) \
+                 SELECT owner_id, email_key, 'bounced', at \
+                 FROM unnest($1::bigint[], $2::text[], $3::timestamptz[]) AS v(owner_id, email_key, at) \
+                 ON CONFLICT (owner_id, email_key) DO NOTHING",
+            )
+            .bind(bounced.iter().map(|f| f.owner_id).collect::<Vec<_>>())
+            .bind(bounced.iter().map(|f| email_key(&f.email)).collect::<Vec<_>>())
+            .bind(bounced.iter().map(|f| f.attempted_at).collect::<Vec<_>>())
+            .execute(&mut *self)
+            .await?;
         }
-        if !rec.tried.is_empty() {
-            let mut q = sqlx::query(&rec.insert_attempts);
-            for f in &rec.tried {
-                let status = if f.next == $crate::db::attempts::Next::Sent {
-                    "success"
-                } else {
-                    "failure"
-                };
-                q = q
-                    .bind(f.mailing_id)
-                    .bind(f.client_id)
-                    .bind(f.attempted_at)
-                    .bind(status)
-                    .bind(&f.reply);
-            }
-            q.execute(&mut *$tx).await?;
+        let tried = tried(done);
+        if !tried.is_empty() {
+            sqlx::query(
+                "INSERT INTO attempts (mailing_id, client_id, attempted_at, status, server_response) \
+                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::timestamptz[], $4::text[], $5::text[])",
+            )
+            .bind(tried.iter().map(|f| f.mailing_id).collect::<Vec<_>>())
+            .bind(tried.iter().map(|f| f.client_id).collect::<Vec<_>>())
+            .bind(tried.iter().map(|f| f.attempted_at).collect::<Vec<_>>())
+            .bind(tried.iter().map(|f| status(f)).collect::<Vec<_>>())
+            .bind(tried.iter().map(|f| f.reply.as_str()).collect::<Vec<_>>())
+            .execute(&mut *self)
+            .await?;
         }
-    }};
-}
-
-/// `($1, $2), ($3, $4)` for `rows` rows of `cols` values.
-fn placeholders(db: &Db, rows: usize, cols: usize) -> String {
-    let numbered = db.is_postgres();
-    let mut s = String::with_capacity(rows * cols * 5);
-    for r in 0..rows {
-        if r > 0 {
-            s.push_str(", ");
-        }
-        s.push('(');
-        for c in 0..cols {
-            if c > 0 {
-                s.push_str(", ");
-            }
-            if numbered {
-                s.push('$');
-                s.push_str(&(r * cols + c + 1).to_string());
-            } else {
-                s.push('?');
-            }
-        }
-        s.push(')');
+        Ok(())
     }
-    s
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]

@@ -8,7 +8,7 @@
 use chrono::{DateTime, Utc};
 
 use super::Db;
-use super::attempts::{Finished, Recording};
+use super::attempts::{Finished, RecordTries};
 use crate::auth::policy::Scope;
 use crate::error::{Error, Result};
 use crate::on_pool;
@@ -167,7 +167,6 @@ pub async fn turn(db: &Db, claim: Option<&Claim<'_>>, done: &[Finished]) -> Resu
         ),
         _ => (None, None),
     };
-    let recording = Recording::new(db, done);
     let mut rows: Vec<Claimed> = Vec::new();
     on_pool!(db, p => {
         let mut tx = p.begin().await?;
@@ -183,7 +182,7 @@ pub async fn turn(db: &Db, claim: Option<&Claim<'_>>, done: &[Finished]) -> Resu
                 rows.extend(more);
             }
         }
-        crate::record_in!(tx, &recording);
+        tx.record_tries(done).await?;
         tx.commit().await?;
         Ok::<_, sqlx::Error>(())
     })?;
