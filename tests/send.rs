@@ -24,6 +24,7 @@ on_both_backends_mut!(
     who_may_send_and_what_is_due,
     attempts_list_is_scoped_and_filtered,
     unsubscribed_addresses_are_skipped,
+    stats_counters_follow_the_sender,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -747,4 +748,83 @@ fn limit_and_dry_run() {
     assert_eq!(std::fs::read_dir(env.outbox()).unwrap().count(), 2);
     assert_eq!(n(&send_due(&ann, &[]), "sent"), 3);
     assert_eq!(std::fs::read_dir(env.outbox()).unwrap().count(), 5);
+}
+
+/// The sender keeps the stats counters itself, once per batch (on SQLite instead of the row
+/// triggers): after runs with successes, retries and refusals over two mailings, `stats`
+/// equals a plain GROUP BY over the attempts.
+fn stats_counters_follow_the_sender(env: &mut Env) {
+    let server = smtp(env);
+    server.set_rules(
+        r#"{"rcpt": [{"match": "tempfail", "reply": "451 4.3.0 Try again later", "times": 2},
+                     {"match": "reject", "reply": "550 5.1.1 User unknown"}]}"#,
+    );
+    env.set("MAILCTL_RETRY_DELAY", "0");
+    let ann = env.account("user", "ann");
+    let ok: Vec<i64> = (1..=3)
+        .map(|i| ann.client(&format!("ok{i}@example.com")))
+        .collect();
+    let temp = ann.client("tempfail@example.com");
+    let bad = ann.client("reject@example.com");
+    let m1 = ann.mailing(ann.message("One"), &[ok[0], ok[1], ok[2], temp, bad]);
+    let m2 = ann.mailing(ann.message("Two"), &[ok[0], temp]);
+    for _ in 0..3 {
+        send_due(&ann, &[]);
+        env.sql("UPDATE deliveries SET next_try_at = NULL WHERE state = 'pending'");
+    }
+    let reference = |id: i64| -> Vec<i64> {
+        let q = |cond: &str| {
+            env.count(&format!(
+                "SELECT COUNT(*) FROM attempts WHERE mailing_id = {id} {cond}"
+            ))
+        };
+        vec![
+            q(""),
+            q("AND status = 'success'"),
+            q("AND status = 'failure'"),
+            env.count(&format!(
+                "SELECT COUNT(DISTINCT client_id) FROM attempts WHERE mailing_id = {id} AND status = 'success'"
+            )),
+        ]
+    };
+    // The first run: tempfail refused in both mailings (the rule's two times), reject refused
+    // for good; the second run: tempfail delivered in both.
+    assert_eq!(reference(m1), [6, 4, 2, 4]);
+    assert_eq!(reference(m2), [3, 2, 1, 2]);
+    let by_mailing = ann.json(&["stats", "--by", "mailing", "--no-cache"]);
+    for (id, row) in [m1, m2].iter().zip(by_mailing.as_array().unwrap()) {
+        assert_eq!(row["mailing_id"], *id, "{by_mailing}");
+        let got: Vec<i64> = ["attempted", "succeeded", "failed", "recipients_reached"]
+            .iter()
+            .map(|f| row[*f].as_i64().unwrap())
+            .collect();
+        assert_eq!(got, reference(*id), "mailing {id}: {by_mailing}");
+    }
+    let by_day = ann.json(&["stats", "--by", "day", "--no-cache"]);
+    let attempted: i64 = by_day
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["attempted"].as_i64().unwrap())
+        .sum();
+    assert_eq!(
+        attempted,
+        env.count("SELECT COUNT(*) FROM attempts"),
+        "{by_day}"
+    );
+    if env.backend == Backend::Sqlite {
+        assert_eq!(env.count("SELECT COUNT(*) FROM stats_batching"), 0);
+    }
+    // An attempt written by hand still goes through the triggers.
+    env.sql(&format!(
+        "INSERT INTO attempts (mailing_id, client_id, attempted_at, status, server_response) \
+         SELECT {m2}, {}, attempted_at, 'failure', 'by hand' FROM attempts LIMIT 1",
+        ok[1]
+    ));
+    let after = ann.json(&["stats", "--mailing", &m2.to_string(), "--no-cache"]);
+    assert_eq!(
+        after[0]["attempted"].as_i64().unwrap(),
+        reference(m2)[0],
+        "{after}"
+    );
 }

@@ -153,19 +153,97 @@ impl RecordTries for sqlx::SqliteConnection {
                 ])
             })
             .collect();
-        if !attempts.is_empty() {
+        if attempts.is_empty() {
+            return Ok(());
+        }
+        // The stats counters once per batch rather than by the row triggers (migration 0007).
+        sqlx::query("INSERT INTO stats_batching (id) VALUES (1)")
+            .execute(&mut *self)
+            .await?;
+        // New rows get ids above the largest one (no AUTOINCREMENT, but nothing is deleted
+        // in between: this transaction holds the write lock).
+        let before: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM attempts")
+            .fetch_one(&mut *self)
+            .await?;
+        sqlx::query(
+            "INSERT INTO attempts (mailing_id, client_id, attempted_at, status, server_response) \
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 \
+             FROM json_each($1) ORDER BY key",
+        )
+        .bind(serde_json::Value::Array(attempts).to_string())
+        .execute(&mut *self)
+        .await?;
+        for sql in SQLITE_BATCH_STATS {
+            sqlx::query(sql).bind(before).execute(&mut *self).await?;
+        }
+        // First successes: new markers, then the reached counters of their mailing and day.
+        let reached: Vec<(i64, String)> = sqlx::query_as(
+            "INSERT INTO stats_reached (mailing_id, client_id, reached_at) \
+             SELECT mailing_id, client_id, min(attempted_at) FROM attempts \
+             WHERE id > $1 AND status = 'success' AND client_id IS NOT NULL \
+             GROUP BY mailing_id, client_id ON CONFLICT DO NOTHING \
+             RETURNING mailing_id, substr(reached_at, 1, 10)",
+        )
+        .bind(before)
+        .fetch_all(&mut *self)
+        .await?;
+        let mut groups: std::collections::BTreeMap<(i64, String), i64> = Default::default();
+        for key in reached {
+            *groups.entry(key).or_default() += 1;
+        }
+        for ((mailing_id, day), n) in groups {
             sqlx::query(
-                "INSERT INTO attempts (mailing_id, client_id, attempted_at, status, server_response) \
-                 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 \
-                 FROM json_each($1) ORDER BY key",
+                "UPDATE mailing_stats SET recipients_reached = recipients_reached + $2 \
+                 WHERE mailing_id = $1",
             )
-            .bind(serde_json::Value::Array(attempts).to_string())
+            .bind(mailing_id)
+            .bind(n)
+            .execute(&mut *self)
+            .await?;
+            sqlx::query(
+                "UPDATE mailing_day_stats SET recipients_reached = recipients_reached + $3 \
+                 WHERE mailing_id = $1 AND day = $2",
+            )
+            .bind(mailing_id)
+            .bind(day)
+            .bind(n)
             .execute(&mut *self)
             .await?;
         }
+        sqlx::query("DELETE FROM stats_batching")
+            .execute(&mut *self)
+            .await?;
         Ok(())
     }
 }
+
+/// What the row triggers of 0005 do per attempt, once for the attempts with ids above `$1`.
+const SQLITE_BATCH_STATS: [&str; 3] = [
+    "INSERT INTO mailing_stats (mailing_id, attempted, succeeded, failed, first_attempt_at, last_attempt_at) \
+     SELECT mailing_id, count(*), sum(status = 'success'), sum(status = 'failure'), \
+            min(attempted_at), max(attempted_at) \
+     FROM attempts WHERE id > $1 GROUP BY mailing_id \
+     ON CONFLICT (mailing_id) DO UPDATE SET \
+        attempted = attempted + excluded.attempted, \
+        succeeded = succeeded + excluded.succeeded, \
+        failed = failed + excluded.failed, \
+        first_attempt_at = min(first_attempt_at, excluded.first_attempt_at), \
+        last_attempt_at = max(last_attempt_at, excluded.last_attempt_at)",
+    "INSERT INTO mailing_day_stats (mailing_id, day, attempted, succeeded, failed, first_attempt_at, last_attempt_at) \
+     SELECT mailing_id, substr(attempted_at, 1, 10), count(*), sum(status = 'success'), \
+            sum(status = 'failure'), min(attempted_at), max(attempted_at) \
+     FROM attempts WHERE id > $1 GROUP BY mailing_id, substr(attempted_at, 1, 10) \
+     ON CONFLICT (mailing_id, day) DO UPDATE SET \
+        attempted = attempted + excluded.attempted, \
+        succeeded = succeeded + excluded.succeeded, \
+        failed = failed + excluded.failed, \
+        first_attempt_at = min(first_attempt_at, excluded.first_attempt_at), \
+        last_attempt_at = max(last_attempt_at, excluded.last_attempt_at)",
+    "INSERT INTO stats_versions (owner_id, version) \
+     SELECT DISTINCT owner_id, 1 FROM mailings \
+     WHERE id IN (SELECT mailing_id FROM attempts WHERE id > $1) \
+     ON CONFLICT (owner_id) DO UPDATE SET version = version + 1",
+];
 
 impl RecordTries for sqlx::PgConnection {
     async fn record_tries(&mut self, done: &[Finished]) -> sqlx::Result<()> {

@@ -1,6 +1,7 @@
 //! Building letters with lettre.
 
 use lettre::Message;
+use lettre::address::Envelope;
 use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 
@@ -92,6 +93,9 @@ impl Template {
             .parse::<lettre::Address>()
             .map_err(|e| Error::invalid("email", format!("'{}': {e}", to.email)))?;
         let name = to.full_name.trim();
+        // The envelope is given rather than parsed back out of the From and To headers.
+        let envelope = Envelope::new(Some(self.from.email.clone()), vec![address.clone()])
+            .map_err(|e| Error::invalid("email", format!("'{}': {e}", to.email)))?;
         let mailbox = Mailbox::new((!name.is_empty()).then(|| name.to_string()), address);
         let fill = |s: &str| fill(s, to.full_name, to.email, false);
         let mut body = MultiPart::alternative().singlepart(SinglePart::plain(fill(&self.text)));
@@ -114,12 +118,14 @@ impl Template {
                 self.unsubscribe_url(to.client_id)
             )))
             .header(ListUnsubscribePost)
+            .envelope(envelope)
             .multipart(body)
             .map_err(|e| Error::runtime(format!("cannot build the letter: {e}")))
     }
 }
 
-/// Replaces `{{full_name}}` and `{{email}}`; in HTML the values are escaped.
+/// Replaces `{{full_name}}` and `{{email}}`; in HTML the values are escaped. One pass over
+/// the template (it runs for every letter).
 pub fn fill(template: &str, full_name: &str, email: &str, html: bool) -> String {
     if !template.contains("{{") {
         return template.to_string();
@@ -129,9 +135,24 @@ pub fn fill(template: &str, full_name: &str, email: &str, html: bool) -> String 
     } else {
         (full_name.to_string(), email.to_string())
     };
-    template
-        .replace("{{full_name}}", &name)
-        .replace("{{email}}", &email)
+    let mut out = String::with_capacity(template.len() + 2 * name.len());
+    let mut rest = template;
+    while let Some(at) = rest.find("{{") {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        if let Some(after) = tail.strip_prefix("{{full_name}}") {
+            out.push_str(&name);
+            rest = after;
+        } else if let Some(after) = tail.strip_prefix("{{email}}") {
+            out.push_str(&email);
+            rest = after;
+        } else {
+            out.push_str("{{");
+            rest = &tail[2..];
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 #[derive(Clone)]
@@ -177,6 +198,15 @@ mod tests {
         assert_eq!(
             fill("<p>{{full_name}}</p>", "<b>A&B</b>", "a@x", true),
             "<p>&lt;b&gt;A&amp;B&lt;/b&gt;</p>"
+        );
+        assert_eq!(
+            fill(
+                "{{{{email}} {{ {{full_name}}{{nope}} {{",
+                "Ann",
+                "a@x",
+                false
+            ),
+            "{{a@x {{ Ann{{nope}} {{"
         );
     }
 }
