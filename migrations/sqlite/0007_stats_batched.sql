@@ -6,7 +6,9 @@
 -- those of 0005.
 
 CREATE TABLE stats_batching (
-    id  INTEGER PRIMARY KEY CHECK (id = 1)
+    id     INTEGER PRIMARY KEY CHECK (id = 1),
+    -- The batch's attempts are those with a larger id (the transaction holds the write lock).
+    after  INTEGER NOT NULL
 );
 
 DROP TRIGGER attempts_stats;

@@ -23,6 +23,9 @@ pub enum Next {
     Throttled(DateTime<Utc>),
     /// Never sent (the run stopped first): back to pending, no attempt row.
     Release,
+    /// Never sent: the owner may no longer write to the address (it unsubscribed or was
+    /// refused after this run began). Final, no attempt row.
+    Suppressed,
 }
 
 /// The outcome of one claimed delivery.
@@ -39,6 +42,13 @@ pub struct Finished {
     pub next: Next,
     /// The server's exact reply (or the connection error).
     pub reply: String,
+}
+
+impl Finished {
+    /// Whether the letter was tried (and so gets an attempt row).
+    pub fn tried(&self) -> bool {
+        !matches!(self.next, Next::Release | Next::Suppressed)
+    }
 }
 
 /// Records a batch of tries inside the caller's transaction: the delivery's new state, a
@@ -58,6 +68,7 @@ fn next_state(f: &Finished) -> (&'static str, i32, Option<DateTime<Utc>>) {
         Next::Retry(at) => ("pending", 0, Some(at)),
         Next::Throttled(at) => ("pending", -1, Some(at)),
         Next::Release => ("pending", -1, None),
+        Next::Suppressed => ("suppressed", -1, None),
     }
 }
 
@@ -65,7 +76,7 @@ fn next_state(f: &Finished) -> (&'static str, i32, Option<DateTime<Utc>>) {
 /// On PostgreSQL the stats trigger locks each mailing's counters; the attempts go in last,
 /// so those locks are held only from then to the commit.
 fn tried(done: &[Finished]) -> Vec<&Finished> {
-    let mut tried: Vec<&Finished> = done.iter().filter(|f| f.next != Next::Release).collect();
+    let mut tried: Vec<&Finished> = done.iter().filter(|f| f.tried()).collect();
     tried.sort_by_key(|f| f.mailing_id);
     tried
 }
@@ -157,14 +168,11 @@ impl RecordTries for sqlx::SqliteConnection {
             return Ok(());
         }
         // The stats counters once per batch rather than by the row triggers (migration 0007).
-        sqlx::query("INSERT INTO stats_batching (id) VALUES (1)")
-            .execute(&mut *self)
-            .await?;
-        // New rows get ids above the largest one (no AUTOINCREMENT, but nothing is deleted
-        // in between: this transaction holds the write lock).
-        let before: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM attempts")
-            .fetch_one(&mut *self)
-            .await?;
+        sqlx::query(
+            "INSERT INTO stats_batching (id, after) SELECT 1, COALESCE(MAX(id), 0) FROM attempts",
+        )
+        .execute(&mut *self)
+        .await?;
         sqlx::query(
             "INSERT INTO attempts (mailing_id, client_id, attempted_at, status, server_response) \
              SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 \
@@ -173,77 +181,56 @@ impl RecordTries for sqlx::SqliteConnection {
         .bind(serde_json::Value::Array(attempts).to_string())
         .execute(&mut *self)
         .await?;
-        for sql in SQLITE_BATCH_STATS {
-            sqlx::query(sql).bind(before).execute(&mut *self).await?;
-        }
-        // First successes: new markers, then the reached counters of their mailing and day.
-        let reached: Vec<(i64, String)> = sqlx::query_as(
-            "INSERT INTO stats_reached (mailing_id, client_id, reached_at) \
-             SELECT mailing_id, client_id, min(attempted_at) FROM attempts \
-             WHERE id > $1 AND status = 'success' AND client_id IS NOT NULL \
-             GROUP BY mailing_id, client_id ON CONFLICT DO NOTHING \
-             RETURNING mailing_id, substr(reached_at, 1, 10)",
-        )
-        .bind(before)
-        .fetch_all(&mut *self)
-        .await?;
-        let mut groups: std::collections::BTreeMap<(i64, String), i64> = Default::default();
-        for key in reached {
-            *groups.entry(key).or_default() += 1;
-        }
-        for ((mailing_id, day), n) in groups {
-            sqlx::query(
-                "UPDATE mailing_stats SET recipients_reached = recipients_reached + $2 \
-                 WHERE mailing_id = $1",
-            )
-            .bind(mailing_id)
-            .bind(n)
-            .execute(&mut *self)
-            .await?;
-            sqlx::query(
-                "UPDATE mailing_day_stats SET recipients_reached = recipients_reached + $3 \
-                 WHERE mailing_id = $1 AND day = $2",
-            )
-            .bind(mailing_id)
-            .bind(day)
-            .bind(n)
-            .execute(&mut *self)
-            .await?;
-        }
-        sqlx::query("DELETE FROM stats_batching")
+        sqlx::raw_sql(SQLITE_BATCH_STATS)
             .execute(&mut *self)
             .await?;
         Ok(())
     }
 }
 
-/// What the row triggers of 0005 do per attempt, once for the attempts with ids above `$1`.
-const SQLITE_BATCH_STATS: [&str; 3] = [
-    "INSERT INTO mailing_stats (mailing_id, attempted, succeeded, failed, first_attempt_at, last_attempt_at) \
-     SELECT mailing_id, count(*), sum(status = 'success'), sum(status = 'failure'), \
-            min(attempted_at), max(attempted_at) \
-     FROM attempts WHERE id > $1 GROUP BY mailing_id \
-     ON CONFLICT (mailing_id) DO UPDATE SET \
-        attempted = attempted + excluded.attempted, \
-        succeeded = succeeded + excluded.succeeded, \
-        failed = failed + excluded.failed, \
-        first_attempt_at = min(first_attempt_at, excluded.first_attempt_at), \
-        last_attempt_at = max(last_attempt_at, excluded.last_attempt_at)",
-    "INSERT INTO mailing_day_stats (mailing_id, day, attempted, succeeded, failed, first_attempt_at, last_attempt_at) \
-     SELECT mailing_id, substr(attempted_at, 1, 10), count(*), sum(status = 'success'), \
-            sum(status = 'failure'), min(attempted_at), max(attempted_at) \
-     FROM attempts WHERE id > $1 GROUP BY mailing_id, substr(attempted_at, 1, 10) \
-     ON CONFLICT (mailing_id, day) DO UPDATE SET \
-        attempted = attempted + excluded.attempted, \
-        succeeded = succeeded + excluded.succeeded, \
-        failed = failed + excluded.failed, \
-        first_attempt_at = min(first_attempt_at, excluded.first_attempt_at), \
-        last_attempt_at = max(last_attempt_at, excluded.last_attempt_at)",
-    "INSERT INTO stats_versions (owner_id, version) \
-     SELECT DISTINCT owner_id, 1 FROM mailings \
-     WHERE id IN (SELECT mailing_id FROM attempts WHERE id > $1) \
-     ON CONFLICT (owner_id) DO UPDATE SET version = version + 1",
-];
+/// What the row triggers of 0005 do per attempt, once for the batch (the attempts with ids
+/// above `stats_batching.after`), in one round trip; it ends by taking the batch marker out.
+const SQLITE_BATCH_STATS: &str = "
+CREATE TEMP TABLE IF NOT EXISTS batch_reached (mailing_id INTEGER, client_id INTEGER, reached_at TEXT);
+DELETE FROM temp.batch_reached;
+-- First successes in this batch of recipients not reached before.
+INSERT INTO temp.batch_reached
+SELECT a.mailing_id, a.client_id, min(a.attempted_at) FROM attempts a
+ WHERE a.id > (SELECT after FROM stats_batching) AND a.status = 'success' AND a.client_id IS NOT NULL
+   AND NOT EXISTS (SELECT 1 FROM stats_reached r WHERE r.mailing_id = a.mailing_id AND r.client_id = a.client_id)
+ GROUP BY a.mailing_id, a.client_id;
+INSERT INTO stats_reached (mailing_id, client_id, reached_at) SELECT * FROM temp.batch_reached WHERE true;
+INSERT INTO mailing_stats (mailing_id, attempted, succeeded, failed, recipients_reached, first_attempt_at, last_attempt_at)
+SELECT mailing_id, count(*), sum(status = 'success'), sum(status = 'failure'),
+       (SELECT count(*) FROM temp.batch_reached b WHERE b.mailing_id = a.mailing_id),
+       min(attempted_at), max(attempted_at)
+  FROM attempts a WHERE id > (SELECT after FROM stats_batching) GROUP BY mailing_id
+ON CONFLICT (mailing_id) DO UPDATE SET
+    attempted = attempted + excluded.attempted,
+    succeeded = succeeded + excluded.succeeded,
+    failed = failed + excluded.failed,
+    recipients_reached = recipients_reached + excluded.recipients_reached,
+    first_attempt_at = min(first_attempt_at, excluded.first_attempt_at),
+    last_attempt_at = max(last_attempt_at, excluded.last_attempt_at);
+INSERT INTO mailing_day_stats (mailing_id, day, attempted, succeeded, failed, recipients_reached, first_attempt_at, last_attempt_at)
+SELECT mailing_id, substr(attempted_at, 1, 10) AS d, count(*), sum(status = 'success'), sum(status = 'failure'),
+       (SELECT count(*) FROM temp.batch_reached b
+         WHERE b.mailing_id = a.mailing_id AND substr(b.reached_at, 1, 10) = substr(a.attempted_at, 1, 10)),
+       min(attempted_at), max(attempted_at)
+  FROM attempts a WHERE id > (SELECT after FROM stats_batching) GROUP BY mailing_id, d
+ON CONFLICT (mailing_id, day) DO UPDATE SET
+    attempted = attempted + excluded.attempted,
+    succeeded = succeeded + excluded.succeeded,
+    failed = failed + excluded.failed,
+    recipients_reached = recipients_reached + excluded.recipients_reached,
+    first_attempt_at = min(first_attempt_at, excluded.first_attempt_at),
+    last_attempt_at = max(last_attempt_at, excluded.last_attempt_at);
+INSERT INTO stats_versions (owner_id, version)
+SELECT DISTINCT owner_id, 1 FROM mailings
+ WHERE id IN (SELECT mailing_id FROM attempts WHERE id > (SELECT after FROM stats_batching))
+ON CONFLICT (owner_id) DO UPDATE SET version = version + 1;
+DELETE FROM stats_batching;
+";
 
 impl RecordTries for sqlx::PgConnection {
     async fn record_tries(&mut self, done: &[Finished]) -> sqlx::Result<()> {

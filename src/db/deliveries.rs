@@ -57,6 +57,10 @@ pub async fn complete_expired(db: &Db, now: DateTime<Utc>) -> Result<u64> {
     Ok(on_pool!(db, p => sqlx::query(sql).bind(now).execute(p).await.map(|r| r.rows_affected()))?)
 }
 
+/// The reply kept on a delivery that was set aside because the owner may no longer write to
+/// the address.
+pub const SUPPRESSED_REPLY: &str = "suppressed: unsubscribed or refused before";
+
 const SUPPRESSED: &str = "EXISTS (SELECT 1 FROM clients c JOIN suppressions s \
        ON s.owner_id = c.owner_id AND s.email_key = c.email_key WHERE c.id = deliveries.client_id)";
 
@@ -69,7 +73,7 @@ pub async fn prepare(db: &Db, mailing_id: i64, now: DateTime<Utc>) -> Result<u64
          ON CONFLICT (mailing_id, client_id) DO NOTHING";
     let suppress = format!(
         "UPDATE deliveries SET state = 'suppressed', lease_until = NULL, \
-           last_reply = 'suppressed: unsubscribed or refused before', updated_at = $2 \
+           last_reply = '{SUPPRESSED_REPLY}', updated_at = $2 \
          WHERE mailing_id = $1 AND (state = 'pending' OR (state = 'sending' AND lease_until < $2)) \
            AND {SUPPRESSED}"
     );
@@ -129,6 +133,8 @@ pub struct Claimed {
     pub tries: i32,
     pub email: String,
     pub full_name: String,
+    /// The owner may no longer write to this address: record it as suppressed, don't send.
+    pub suppressed: bool,
 }
 
 /// What to claim in a [`turn`]: up to `n` deliveries of these mailings that are due now
@@ -139,8 +145,28 @@ pub struct Claim<'a> {
     pub n: usize,
     pub now: DateTime<Utc>,
     pub lease_until: DateTime<Utc>,
-    /// Also look for lapsed leases (a crashed worker's rows).
-    pub include_lapsed: bool,
+    /// Also look for lapsed leases (a crashed worker's rows) and retries whose time has
+    /// come, not only for rows never tried.
+    pub sweep: bool,
+}
+
+/// What a turn claimed, and the mailings in which it found nothing left to claim.
+#[derive(Default)]
+pub struct Taken {
+    pub rows: Vec<Claimed>,
+    pub drained: Vec<i64>,
+}
+
+/// Which rows a claim statement takes. Each one is served by the (mailing_id, state,
+/// next_try_at) index, so a claim costs the same on the last recipient as on the first.
+#[derive(Clone, Copy)]
+enum Due {
+    /// `sending` with a lapsed lease: a dead worker's rows (few: its letters in flight).
+    Lapsed,
+    /// `pending` with a retry time that has come.
+    Retry,
+    /// `pending` and never tried.
+    Fresh,
 }
 
 /// One turn of the sender's database loop, in one transaction: claims new deliveries and
@@ -151,58 +177,76 @@ pub struct Claim<'a> {
 /// table without waiting on each other, and runs first, so the stats counters' row locks
 /// (taken by the attempts insert) are held only until the commit right after.
 /// SQLite: the transaction holds the database's single write lock.
-pub async fn turn(db: &Db, claim: Option<&Claim<'_>>, done: &[Finished]) -> Result<Vec<Claimed>> {
-    // Two claim statements, each served by the (mailing_id, state, next_try_at) index, so a
-    // claim costs the same on the last recipient as on the first: lapsed leases (few: at
-    // most the letters a dead worker had in flight), then pending rows that are due.
-    let (lapsed, pending) = match claim {
-        Some(c) if !c.mailing_ids.is_empty() && c.n > 0 => (
-            c.include_lapsed
-                .then(|| claim_sql(db, c, "state = 'sending' AND lease_until < $1")),
-            Some(claim_sql(
-                db,
-                c,
-                "state = 'pending' AND (next_try_at IS NULL OR next_try_at <= $1)",
-            )),
-        ),
-        _ => (None, None),
-    };
-    let mut rows: Vec<Claimed> = Vec::new();
+pub async fn turn(db: &Db, claim: Option<&Claim<'_>>, done: &[Finished]) -> Result<Taken> {
+    let mut out = Taken::default();
+    let lapsed = claim_sql(db, Due::Lapsed);
+    let retry = claim_sql(db, Due::Retry);
+    let fresh = claim_sql(db, Due::Fresh);
     on_pool!(db, p => {
         let mut tx = p.begin().await?;
         if let Some(c) = claim {
-            for sql in [&lapsed, &pending].into_iter().flatten() {
-                let want = c.n - rows.len();
-                if want == 0 {
-                    break;
+            'mailings: for &mailing in c.mailing_ids {
+                let mut found = 0;
+                for (sql, due) in [(&lapsed, Due::Lapsed), (&retry, Due::Retry), (&fresh, Due::Fresh)] {
+                    if !matches!(due, Due::Fresh) && !c.sweep {
+                        continue;
+                    }
+                    let want = c.n - out.rows.len();
+                    if want == 0 {
+                        break 'mailings;
+                    }
+                    let more = sqlx::query_as::<_, Claimed>(sql)
+                        .bind(c.now).bind(c.lease_until).bind(want as i64).bind(mailing)
+                        .fetch_all(&mut *tx).await?;
+                    found += more.len();
+                    out.rows.extend(more);
                 }
-                let more = sqlx::query_as::<_, Claimed>(sql)
-                    .bind(c.now).bind(c.lease_until).bind(want as i64)
-                    .fetch_all(&mut *tx).await?;
-                rows.extend(more);
+                if found == 0 {
+                    out.drained.push(mailing);
+                }
             }
         }
         tx.record_tries(done).await?;
         tx.commit().await?;
         Ok::<_, sqlx::Error>(())
     })?;
-    rows.sort_by_key(|r| r.id);
-    Ok(rows)
+    out.rows.sort_by_key(|r| r.id);
+    Ok(out)
 }
 
-fn claim_sql(db: &Db, claim: &Claim, condition: &str) -> String {
-    let lock = if db.is_postgres() {
-        "FOR UPDATE SKIP LOCKED"
+/// `$1` now, `$2` the lease, `$3` how many, `$4` the mailing. The candidates come from one
+/// of the partial indexes of 0008, in index order, and are then updated by primary key
+/// (PostgreSQL's `= ANY(ARRAY(...))` keeps the planner from scanning the table for an `IN`).
+/// Whether the owner may still write to the address is looked up per claimed row in the
+/// RETURNING list, where it cannot turn into a join over all clients; such rows come back
+/// with `suppressed` set and are recorded as suppressed instead of sent.
+fn claim_sql(db: &Db, due: Due) -> String {
+    let (condition, order) = match due {
+        Due::Lapsed => (
+            "d.state = 'sending' AND d.lease_until < $1",
+            "d.lease_until",
+        ),
+        Due::Retry => (
+            "d.state = 'pending' AND d.next_try_at IS NOT NULL AND d.next_try_at <= $1",
+            "d.next_try_at",
+        ),
+        Due::Fresh => ("d.state = 'pending' AND d.next_try_at IS NULL", "d.id"),
+    };
+    let candidates = format!(
+        "SELECT d.id FROM deliveries d WHERE d.mailing_id = $4 AND {condition} \
+         ORDER BY {order} LIMIT $3"
+    );
+    let which = if db.is_postgres() {
+        format!("id = ANY(ARRAY({candidates} FOR UPDATE SKIP LOCKED))")
     } else {
-        ""
+        format!("id IN ({candidates})")
     };
     format!(
         "UPDATE deliveries SET state = 'sending', tries = tries + 1, lease_until = $2, updated_at = $1 \
-         WHERE id IN (SELECT id FROM deliveries WHERE mailing_id IN ({ids}) AND {condition} \
-                      AND NOT {SUPPRESSED} LIMIT $3 {lock}) \
+         WHERE {which} \
          RETURNING id, mailing_id, client_id, tries, \
            (SELECT c.email FROM clients c WHERE c.id = deliveries.client_id) AS email, \
-           (SELECT c.full_name FROM clients c WHERE c.id = deliveries.client_id) AS full_name",
-        ids = id_list(claim.mailing_ids),
+           (SELECT c.full_name FROM clients c WHERE c.id = deliveries.client_id) AS full_name, \
+           {SUPPRESSED} AS suppressed"
     )
 }

@@ -101,7 +101,22 @@ impl Outcome {
 
 #[cfg(test)]
 mod tests {
-    use super::Outcome;
+    use super::{Outcome, dot_stuff};
+
+    #[test]
+    fn dots_at_line_starts_are_doubled() {
+        let stuffed = |s: &str| {
+            let mut out = Vec::new();
+            dot_stuff(s.as_bytes(), &mut out);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(stuffed(".a\r\n.b\r\n..c\r\n"), "..a\r\n..b\r\n...c\r\n");
+        assert_eq!(
+            stuffed("a.\r\nb\n.c\r\r\n.\r\n."),
+            "a.\r\nb\n.c\r\r\n..\r\n.."
+        );
+        assert_eq!(stuffed(""), "");
+    }
 
     #[test]
     fn classifies_throttling() {
@@ -645,28 +660,19 @@ fn negative(r: &lettre::transport::smtp::response::Response) -> Outcome {
 }
 
 /// SMTP transparency (RFC 5321 4.5.2), byte for byte as lettre's `ClientCodec`: a "." at the
-/// start of a line is doubled.
+/// start of a line (the frame's start, or after CRLF) is doubled. Copies whole runs between
+/// the places found by memchr's substring search rather than byte by byte.
 fn dot_stuff(frame: &[u8], buf: &mut Vec<u8>) {
-    #[derive(Clone, Copy)]
-    enum At {
-        LineStart,
-        AfterCr,
-        Middle,
-    }
-    let mut at = At::LineStart;
     buf.reserve(frame.len() + 16);
-    for &b in frame {
-        buf.push(b);
-        at = match (b, at) {
-            (b'\r', _) => At::AfterCr,
-            (b'\n', At::AfterCr) => At::LineStart,
-            (_, At::AfterCr) => At::Middle,
-            (b'.', At::LineStart) => {
-                buf.push(b'.');
-                At::Middle
-            }
-            (_, At::LineStart) => At::Middle,
-            (_, m) => m,
-        };
+    let mut rest = frame;
+    if rest.first() == Some(&b'.') {
+        buf.push(b'.');
     }
+    let finder = memchr::memmem::Finder::new(b"\r\n.");
+    while let Some(at) = finder.find(rest) {
+        buf.extend_from_slice(&rest[..at + 3]);
+        buf.push(b'.');
+        rest = &rest[at + 3..];
+    }
+    buf.extend_from_slice(rest);
 }
