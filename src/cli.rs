@@ -9,6 +9,7 @@ const AFTER_HELP: &str = "\
 Environment:
   MAILCTL_DATABASE_URL   database (default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db)
   MAILCTL_SMTP_URL       smtp://[user:pass@]host[:port], smtps://...; unset: write .eml files to the outbox
+  MAILCTL_SMTP_CA_FILE   PEM file of extra CA certificates to trust for SMTP over TLS (optional)
   MAILCTL_FROM           sender address (default: mailctl@localhost)
   MAILCTL_BASE_URL       public address of `mailctl serve` used in emailed links (default: http://127.0.0.1:8025)
   MAILCTL_REDIS_URL      redis://host:port for the stats cache and a shared rate limit (optional)

@@ -9,6 +9,8 @@ use crate::output::Format;
 pub struct Config {
     pub database_url: String,
     pub smtp_url: Option<String>,
+    /// PEM file of extra CA certificates to trust for SMTP over TLS (a private relay's CA).
+    pub smtp_ca_file: Option<PathBuf>,
     pub from: String,
     pub base_url: String,
     pub redis_url: Option<String>,
@@ -51,6 +53,7 @@ impl Config {
                 .filter(|u| !u.trim().is_empty())
                 .unwrap_or_else(|| format!("sqlite://{}", data.join("mailctl.db").display())),
             smtp_url: env_nonempty("MAILCTL_SMTP_URL"),
+            smtp_ca_file: env_nonempty("MAILCTL_SMTP_CA_FILE").map(PathBuf::from),
             from: env_nonempty("MAILCTL_FROM").unwrap_or_else(|| "mailctl@localhost".into()),
             base_url: env_nonempty("MAILCTL_BASE_URL")
                 .unwrap_or_else(|| "http://127.0.0.1:8025".into())
@@ -89,6 +92,7 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("database_url", &redact_url(&self.database_url))
             .field("smtp_url", &self.smtp_url.as_deref().map(redact_url))
+            .field("smtp_ca_file", &self.smtp_ca_file)
             .field("from", &self.from)
             .field("base_url", &self.base_url)
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))

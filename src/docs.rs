@@ -76,6 +76,10 @@ fn extra_sections() -> String {
             "smtp://[user:pass@]host[:port] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS). Unset: letters are written as .eml files to the outbox.",
         ),
         (
+            "MAILCTL_SMTP_CA_FILE",
+            "PEM file of CA certificates to trust for SMTP over TLS, in addition to the Mozilla root certificates built into mailctl (for a relay with a private CA). Read once per run; unreadable or without a certificate: exit 5.",
+        ),
+        (
             "MAILCTL_FROM",
             "Sender address (default mailctl@localhost).",
         ),

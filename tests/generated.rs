@@ -75,6 +75,7 @@ fn man_pages_document_environment_exit_codes_and_fields() {
     for needle in [
         "MAILCTL_DATABASE_URL",
         "MAILCTL_SMTP_URL",
+        "MAILCTL_SMTP_CA_FILE",
         "EXIT STATUS",
         "FILES",
         "FIELDS",

@@ -5,11 +5,17 @@ Runs under the Debian interpreter (/usr/bin/python3) because aiosmtpd comes from
 python3-aiosmtpd package. Started by tests/common/servers.rs, one instance per test.
 
     /usr/bin/python3 tests/smtp_server.py --port 0 --dir DIR [--rules FILE] [--auth USER:PASS]
+        [--tls starttls|starttls-required|implicit --cert PEM --key PEM]
+
+--tls starttls offers STARTTLS; starttls-required also refuses mail (530) before it;
+implicit speaks TLS from the first byte (smtps). With --auth and STARTTLS, AUTH is accepted
+only after STARTTLS.
 
 DIR receives:
   <n>.eml      every accepted message, raw bytes as received (written to a temp file, then
                renamed, so a reader never sees half a message); n counts from 1
-  log.jsonl    one line per accepted message: n, file, mail_from, rcpt_tos, reply
+  log.jsonl    one line per accepted message: n, file, mail_from, rcpt_tos, reply, tls (the
+               session's TLS version such as "TLSv1.3", or null on a plain session)
   events.jsonl one line per RCPT/DATA decision (accepted or not): stage, mail_from, rcpt(s),
                reply -- lets tests count attempts, including rejected ones
   port         the TCP port actually bound (written last, when the server accepts connections)
@@ -45,6 +51,7 @@ import asyncio
 import json
 import os
 import secrets
+import ssl
 import sys
 import warnings
 import logging
@@ -183,7 +190,7 @@ class Handler:
         append_json(
             self.log_path,
             {"n": n, "file": name, "mail_from": envelope.mail_from,
-             "rcpt_tos": envelope.rcpt_tos, "reply": reply},
+             "rcpt_tos": envelope.rcpt_tos, "reply": reply, "tls": tls_version(server)},
         )
         append_json(self.events_path, {**event, "reply": reply})
         if mode == "after_data":
@@ -197,6 +204,13 @@ class Handler:
     @property
     def events_path(self):
         return os.path.join(self.dir, "events.jsonl")
+
+
+def tls_version(server):
+    # After STARTTLS, aiosmtpd swaps server.transport for the TLS one; with implicit TLS it is
+    # TLS from the start. Either way the transport knows its ssl object.
+    ssl_object = server.transport.get_extra_info("ssl_object") if server.transport else None
+    return ssl_object.version() if ssl_object else None
 
 
 def make_authenticator(user, password):
@@ -216,7 +230,12 @@ async def main():
     p.add_argument("--dir", required=True)
     p.add_argument("--rules", default=None)
     p.add_argument("--auth", default=None, help="USER:PASS to require AUTH PLAIN/LOGIN")
+    p.add_argument("--tls", choices=["starttls", "starttls-required", "implicit"], default=None)
+    p.add_argument("--cert", default=None, help="server certificate (PEM), with --tls")
+    p.add_argument("--key", default=None, help="its private key (PEM), with --tls")
     args = p.parse_args()
+    if args.tls and not (args.cert and args.key):
+        p.error("--tls needs --cert and --key")
 
     os.makedirs(args.dir, exist_ok=True)
     handler = Handler(args.dir, args.rules)
@@ -225,20 +244,36 @@ async def main():
         "enable_SMTPUTF8": True,
         "decode_data": False,
     }
+    ssl_context = None
+    if args.tls:
+        # Server side: no client certificates asked (aiosmtpd warns otherwise).
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_context.load_cert_chain(args.cert, args.key)
+    starttls = args.tls in ("starttls", "starttls-required")
+    if starttls:
+        smtp_kwargs.update(
+            tls_context=ssl_context, require_starttls=args.tls == "starttls-required"
+        )
     if args.auth:
-        # Plain-text AUTH is exactly what we want here; silence aiosmtpd's warning about it.
-        warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
-        logging.getLogger("mail.log").setLevel(logging.ERROR)
+        if not starttls:
+            # Plain-text AUTH (or AUTH inside implicit TLS, which aiosmtpd cannot tell from
+            # plain text) is what we want here; silence aiosmtpd's warning about it.
+            warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
+            logging.getLogger("mail.log").setLevel(logging.ERROR)
         user, _, password = args.auth.partition(":")
         smtp_kwargs.update(
             authenticator=make_authenticator(user, password),
-            auth_require_tls=False,
+            # With STARTTLS on offer, credentials on a plain session are refused (538).
+            auth_require_tls=starttls,
             auth_required=True,
         )
 
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: SMTP(handler, loop=loop, **smtp_kwargs), host=args.host, port=args.port
+        lambda: SMTP(handler, loop=loop, **smtp_kwargs),
+        host=args.host,
+        port=args.port,
+        ssl=ssl_context if args.tls == "implicit" else None,
     )
     port = server.sockets[0].getsockname()[1]
     # Announce readiness: the harness waits for this file, then for the 220 greeting.

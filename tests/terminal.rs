@@ -1,5 +1,5 @@
 //! Prompts on a real terminal (a pty made by util-linux `script`): passwords are asked twice,
-//! and `delete` asks for confirmation.
+//! `delete` asks for confirmation, and `send-due` shows a progress bar.
 
 mod common;
 
@@ -7,6 +7,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::servers::start_smtp;
 use common::{Backend, Env};
 
 /// Runs `mailctl ARGS` on a pseudo-terminal, typing each answer after a pause.
@@ -81,4 +82,48 @@ fn passwords_are_prompted_twice_and_delete_asks() {
     );
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("do not match"), "{out}");
+}
+
+/// `send-due` draws its progress bar on a terminal only; piped, stderr is the one-line summary.
+#[test]
+fn send_due_progress_bar_on_a_terminal_only() {
+    let mut env = Env::new(Backend::Sqlite);
+    let server = start_smtp();
+    // One connection and 0.3 s per letter: the bar (redrawn at most 20 times a second) is
+    // drawn several times before the run ends and clears it.
+    server.set_rules(r#"{"delay_seconds": 0.3}"#);
+    env.set("MAILCTL_SMTP_URL", &server.url());
+    let ann = env.account("user", "ann");
+    let mailing = |tag: &str| {
+        let ids: Vec<i64> = (0..5)
+            .map(|i| ann.client(&format!("{tag}{i}@example.com")))
+            .collect();
+        ann.mailing(ann.message(tag), &ids);
+    };
+
+    mailing("tty");
+    let (code, out) = on_terminal(&env, "ann", "send-due --concurrency 1", &[]);
+    assert_eq!(code, 0, "{out}");
+    // The bar's own text ("{pos}/{len} letters"), which the summary line does not have.
+    assert!(
+        out.contains("/5 letters"),
+        "no progress bar on the terminal:\n{out}"
+    );
+    assert!(out.contains("sent 5,"), "{out}");
+
+    mailing("pipe");
+    let run = ann.run(&["send-due", "--concurrency", "1"]);
+    run.success();
+    let stderr = run.stderr();
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "more than the summary:\n{stderr}"
+    );
+    assert!(stderr.starts_with("sent 5,"), "{stderr}");
+    assert!(
+        !stderr.contains("/5 letters") && !stderr.contains('\r') && !stderr.contains('\x1b'),
+        "progress bar drawn into a pipe: {stderr:?}"
+    );
+    assert_eq!(server.received_count(), 10);
 }

@@ -1,12 +1,12 @@
 //! Where letters go: an SMTP server (MAILCTL_SMTP_URL) or, by default, the on-disk outbox.
 
 use std::os::unix::fs::DirBuilderExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::{AsyncFileTransport, AsyncTransport, Message, Tokio1Executor};
 
@@ -142,6 +142,8 @@ pub struct SmtpTarget {
     host: String,
     port: u16,
     tls: TlsMode,
+    /// Built once per run (see [`tls_parameters`]); cloning it is cheap.
+    tls_parameters: TlsParameters,
     credentials: Option<Credentials>,
     hello: ClientId,
     timeout: Duration,
@@ -193,6 +195,7 @@ impl Endpoint {
         });
         Ok(Endpoint::Smtp(Arc::new(SmtpTarget {
             port: url.port().unwrap_or(default_port),
+            tls_parameters: tls_parameters(&host, config.smtp_ca_file.as_deref())?,
             host,
             tls,
             credentials,
@@ -212,11 +215,34 @@ impl Endpoint {
     }
 }
 
-impl SmtpTarget {
-    fn tls_parameters(&self) -> std::result::Result<TlsParameters, lettre::transport::smtp::Error> {
-        TlsParameters::new(self.host.clone())
+/// TLS settings for `host`: lettre's bundled Mozilla roots plus the CA certificates in
+/// `MAILCTL_SMTP_CA_FILE` (a private relay's own CA). Read and checked once, before any letter
+/// is claimed, so a bad file stops the run as a configuration error instead of failing every
+/// connection.
+fn tls_parameters(host: &str, ca_file: Option<&Path>) -> Result<TlsParameters> {
+    let builder = TlsParameters::builder(host.to_string());
+    let Some(path) = ca_file else {
+        return builder
+            .build()
+            .map_err(|e| Error::runtime(format!("TLS setup: {e}")));
+    };
+    let bad = |why: &dyn std::fmt::Display| {
+        Error::invalid("MAILCTL_SMTP_CA_FILE", format!("{}: {why}", path.display()))
+    };
+    let pem = std::fs::read(path).map_err(|e| bad(&e))?;
+    // lettre reads a file without any PEM certificate as an empty list: refuse it here.
+    if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+        return Err(bad(&"not a PEM file with CA certificates"));
     }
+    let certificates = Certificate::from_pem(&pem).map_err(|e| bad(&e))?;
+    // Building parses each certificate: a corrupt one is reported here, not per connection.
+    builder
+        .add_root_certificate(certificates)
+        .build()
+        .map_err(|e| bad(&e))
+}
 
+impl SmtpTarget {
     /// Connects, upgrades to TLS, authenticates. Any failure here (even a 5xx to AUTH) is
     /// about the server, never about a recipient: the text starts with "cannot connect".
     async fn connect(&self) -> std::result::Result<Conn, String> {
@@ -248,7 +274,17 @@ impl SmtpTarget {
             .map(|c| Conn::Lettre(Box::new(c)))
             .map_err(|e| match e {
                 ConnectError::Io(e) => fail(&e),
-                ConnectError::Smtp(e) => fail(&smtp_error_text(&e)),
+                ConnectError::Smtp(e) => {
+                    let text = smtp_error_text(&e);
+                    // rustls: "invalid peer certificate: UnknownIssuer". Say how to fix it.
+                    if text.contains("UnknownIssuer") {
+                        fail(&format!(
+                            "{text} (signed by a private CA? trust it with MAILCTL_SMTP_CA_FILE)"
+                        ))
+                    } else {
+                        fail(&text)
+                    }
+                }
             })
     }
 
@@ -258,7 +294,7 @@ impl SmtpTarget {
                 (self.host.as_str(), self.port),
                 Some(self.timeout),
                 &self.hello,
-                Some(self.tls_parameters()?),
+                Some(self.tls_parameters.clone()),
                 None,
             )
             .await?
@@ -272,7 +308,8 @@ impl SmtpTarget {
             AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &self.hello).await?
         };
         if self.tls != TlsMode::Implicit && (conn.can_starttls() || self.tls == TlsMode::Required) {
-            conn.starttls(self.tls_parameters()?, &self.hello).await?;
+            conn.starttls(self.tls_parameters.clone(), &self.hello)
+                .await?;
         }
         if let Some(credentials) = &self.credentials {
             conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials)

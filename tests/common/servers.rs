@@ -426,38 +426,151 @@ pub struct SmtpServer {
     pub port: u16,
     pub dir: PathBuf,
     auth: Option<(String, String)>,
+    tls: Option<SmtpTls>,
     child: Option<Child>,
+}
+
+/// How a test SMTP server speaks TLS (`tests/smtp_server.py --tls`), with a certificate for
+/// localhost and 127.0.0.1 issued by a throwaway CA ([`SmtpServer::ca_file`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// Offers STARTTLS; mail over a plain session is accepted too.
+    Starttls,
+    /// Offers STARTTLS and refuses mail before it (530).
+    StarttlsRequired,
+    /// TLS from the first byte (smtps://).
+    Implicit,
 }
 
 /// Starts an SMTP server accepting everything (until rules say otherwise), no AUTH.
 pub fn start_smtp() -> SmtpServer {
-    start_smtp_inner(None)
+    start_smtp_inner(None, None)
 }
 
 /// Same, but the server requires AUTH PLAIN/LOGIN with these credentials (over plain text).
 pub fn start_smtp_with_auth(user: &str, password: &str) -> SmtpServer {
-    start_smtp_inner(Some((user.to_string(), password.to_string())))
+    start_smtp_inner(Some((user.to_string(), password.to_string())), None)
 }
 
-fn start_smtp_inner(auth: Option<(String, String)>) -> SmtpServer {
+/// An SMTP server speaking TLS as `mode` says. Trust it with
+/// `MAILCTL_SMTP_CA_FILE=server.ca_file()`.
+pub fn start_smtp_tls(mode: SmtpTls) -> SmtpServer {
+    start_smtp_inner(None, Some(mode))
+}
+
+/// Same, and requiring AUTH; with STARTTLS the server refuses AUTH before it.
+pub fn start_smtp_tls_with_auth(mode: SmtpTls, user: &str, password: &str) -> SmtpServer {
+    start_smtp_inner(Some((user.to_string(), password.to_string())), Some(mode))
+}
+
+fn start_smtp_inner(auth: Option<(String, String)>, tls: Option<SmtpTls>) -> SmtpServer {
     let dir = scratch_dir("smtp");
+    if tls.is_some() {
+        make_test_certificates(&dir);
+    }
     let mut server = SmtpServer {
         port: 0, // the script binds port 0 and reports the port: no race for a free port
         dir,
         auth,
+        tls,
         child: None,
     };
     server.launch();
     server
 }
 
+/// `ca.pem` (a throwaway CA) and `cert.pem` + `key.pem` (the server's certificate for
+/// localhost and 127.0.0.1, signed by that CA) in `dir`, made by the openssl command line.
+/// A real chain rather than one self-signed certificate: rustls refuses a CA certificate
+/// presented as the server's own.
+fn make_test_certificates(dir: &Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let steps: [&[&str]; 2] = [
+        &[
+            "-subj",
+            "/CN=mailctl test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ],
+        &[
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-addext",
+            "extendedKeyUsage=serverAuth",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+        ],
+    ];
+    for step in steps {
+        let out = Command::new("openssl")
+            .args(["req", "-x509", "-days", "2"])
+            .args(ec)
+            .args(step)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("TLS tests need the openssl command (apt-get install openssl): {e}")
+            });
+        assert!(
+            out.status.success(),
+            "openssl req {step:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 impl SmtpServer {
-    /// `smtp://127.0.0.1:PORT`, with `user:password@` when the server requires AUTH.
+    /// `smtp://127.0.0.1:PORT` (`smtps://` for implicit TLS), with `user:password@` when the
+    /// server requires AUTH.
     pub fn url(&self) -> String {
+        let scheme = match self.tls {
+            Some(SmtpTls::Implicit) => "smtps",
+            _ => "smtp",
+        };
         match &self.auth {
-            Some((user, password)) => format!("smtp://{user}:{password}@127.0.0.1:{}", self.port),
-            None => format!("smtp://127.0.0.1:{}", self.port),
+            Some((user, password)) => {
+                format!("{scheme}://{user}:{password}@127.0.0.1:{}", self.port)
+            }
+            None => format!("{scheme}://127.0.0.1:{}", self.port),
         }
+    }
+
+    /// The PEM file of the CA that issued a TLS server's certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        assert!(self.tls.is_some(), "a plain SMTP server has no certificate");
+        self.dir.join("ca.pem")
+    }
+
+    /// The TLS version of the session each accepted message came over (`"TLSv1.3"`), or
+    /// `None` for a plain session; in arrival order.
+    pub fn tls_versions(&self) -> Vec<Option<String>> {
+        self.log()
+            .iter()
+            .map(|line| {
+                let entry: serde_json::Value = serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("log.jsonl line {line:?}: {e}"));
+                entry["tls"].as_str().map(str::to_string)
+            })
+            .collect()
     }
 
     /// Replaces the behaviour rules (JSON, format documented in tests/smtp_server.py), e.g.
@@ -556,13 +669,29 @@ impl SmtpServer {
             if let Some((user, password)) = &self.auth {
                 cmd.arg("--auth").arg(format!("{user}:{password}"));
             }
+            if let Some(mode) = self.tls {
+                let mode = match mode {
+                    SmtpTls::Starttls => "starttls",
+                    SmtpTls::StarttlsRequired => "starttls-required",
+                    SmtpTls::Implicit => "implicit",
+                };
+                cmd.args(["--tls", mode, "--cert", "cert.pem", "--key", "key.pem"]);
+            }
             let mut child = spawn_tied(cmd)
                 .unwrap_or_else(|e| panic!("cannot run {SYSTEM_PYTHON} {SMTP_SCRIPT}: {e}"));
+            // An implicit-TLS server greets only after a handshake: accepting is enough there.
+            let implicit = self.tls == Some(SmtpTls::Implicit);
             let ready = wait_until(&mut child, &log, || {
                 fs::read_to_string(&port_file)
                     .ok()
                     .and_then(|p| p.trim().parse::<u16>().ok())
-                    .is_some_and(smtp_greets)
+                    .is_some_and(|port| {
+                        if implicit {
+                            TcpStream::connect(("127.0.0.1", port)).is_ok()
+                        } else {
+                            smtp_greets(port)
+                        }
+                    })
             });
             match ready {
                 Ok(()) => {
