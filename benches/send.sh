@@ -95,17 +95,19 @@ measure() { # dir
     read -r rss_kb user_s sys_s wall_s < "$dir/rss"; echo "cpu: user ${user_s}s sys ${sys_s}s wall ${wall_s}s" >&2; echo "$sent $lps $rss_kb"
 }
 
-pg_url() { # a fresh database on a private cluster (or BENCH_PG_URL)
+pg_start() { # a private cluster, unless BENCH_PG_URL is given (in this shell: not in $(...))
+    [[ -n "${BENCH_PG_URL:-}" || -n "${PGDATA_DIR:-}" ]] && return
+    PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+    PGDATA_DIR=$WORK/pg
+    PG_PORT=$(free_port)
+    mkdir -p "$PGDATA_DIR" && chown postgres "$PGDATA_DIR" 2>/dev/null || true
+    runuser -u postgres -- "$PGBIN/initdb" -D "$PGDATA_DIR" -U postgres --auth=trust >/dev/null
+    runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDATA_DIR" -l "$PGDATA_DIR/log" -w \
+        -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$PGDATA_DIR" start >/dev/null
+}
+
+pg_url() { # a fresh database on the cluster of pg_start (or BENCH_PG_URL)
     if [[ -n "${BENCH_PG_URL:-}" ]]; then echo "$BENCH_PG_URL"; return; fi
-    if [[ -z "${PGDATA_DIR:-}" ]]; then
-        PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
-        PGDATA_DIR=$WORK/pg
-        PG_PORT=$(free_port)
-        mkdir -p "$PGDATA_DIR" && chown postgres "$PGDATA_DIR" 2>/dev/null || true
-        runuser -u postgres -- "$PGBIN/initdb" -D "$PGDATA_DIR" -U postgres --auth=trust >/dev/null
-        runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDATA_DIR" -l "$PGDATA_DIR/log" -w \
-            -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$PGDATA_DIR" start >/dev/null
-    fi
     local name=bench_$RANDOM$RANDOM
     psql -X -q -d "postgres://postgres@127.0.0.1:$PG_PORT/postgres" -c "CREATE DATABASE $name"
     echo "postgres://postgres@127.0.0.1:$PG_PORT/$name"
@@ -115,6 +117,7 @@ pg_url() { # a fresh database on a private cluster (or BENCH_PG_URL)
 # both see the same machine load; the median of the rounds' ratios is the result.
 declare -A RESULT
 for backend in $BACKENDS; do
+    [[ $backend == postgres ]] && pg_start
     ratios=()
     for round in $(seq "$ROUNDS"); do
         dir=$WORK/$backend-$round

@@ -238,13 +238,17 @@ impl RecordTries for sqlx::PgConnection {
             return Ok(());
         }
         let states: Vec<_> = done.iter().map(next_state).collect();
+        // By primary key (`id = ANY`): a `state = 'sending'` test would tempt the planner into
+        // the partial index of claimed rows, whose dead entries pile up during a run. The
+        // lease alone says the claim still holds: only a claim sets it, and every other
+        // change of state clears it.
         sqlx::query(
             "UPDATE deliveries SET state = v.state, tries = deliveries.tries + v.adjust, \
                next_try_at = v.next_try_at, lease_until = NULL, last_reply = v.reply, updated_at = v.at \
              FROM unnest($1::bigint[], $2::text[], $3::int[], $4::timestamptz[], $5::text[], \
                          $6::timestamptz[], $7::timestamptz[]) \
                   AS v(id, state, adjust, next_try_at, reply, at, lease) \
-             WHERE deliveries.id = v.id AND deliveries.state = 'sending' AND deliveries.lease_until = v.lease",
+             WHERE deliveries.id = ANY($1) AND deliveries.id = v.id AND deliveries.lease_until = v.lease",
         )
         .bind(done.iter().map(|f| f.delivery_id).collect::<Vec<_>>())
         .bind(states.iter().map(|s| s.0).collect::<Vec<_>>())
