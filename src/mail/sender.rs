@@ -53,8 +53,15 @@ impl Options {
     /// one and claims as much again (at most half the window), so the window must cover the
     /// letters sent during a couple of turns for the workers never to wait on the database:
     /// against smtp-sink, 16 x gave 19k letters/s on SQLite, 32 x 22k, 64 x 24k.
+    ///
+    /// Under `--rate N` no more than two seconds' worth (at least one letter per worker):
+    /// claims must not run far ahead of the pace, or letters would wait out their lease.
     pub fn window(&self) -> usize {
-        self.concurrency * 64
+        let window = self.concurrency * 64;
+        match self.rate {
+            Some(rate) => window.min((rate as usize * 2).max(self.concurrency)),
+            None => window,
+        }
     }
 
     /// `MAILCTL_SEND_LEASE` (seconds, default the larger of 10 minutes and 10 SMTP timeouts)
@@ -409,7 +416,8 @@ async fn db_loop(
         count(&run.shared, &done);
         if sweep {
             last_sweep = Some(Instant::now());
-            swept_empty = taken.rows.is_empty();
+            // Letters released back in this very turn can be claimed again in the next.
+            swept_empty = taken.rows.is_empty() && !done.iter().any(|f| f.next == Next::Release);
             active = ids.to_vec();
         }
         active.retain(|m| !taken.drained.contains(m));
