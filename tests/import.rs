@@ -3,7 +3,7 @@
 mod common;
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::{Caller, Env};
@@ -318,14 +318,8 @@ fn interrupted_import_changes_nothing(env: &Env) {
     let ann = env.account("user", "ann");
     ann.client("before@example.com");
     for signal in [libc::SIGKILL, libc::SIGINT] {
-        let mut child = Command::new(assert_cmd::cargo::cargo_bin("mailctl"))
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", env.dir.path())
-            .env("XDG_DATA_HOME", env.dir.path().join("data"))
-            .env("XDG_CONFIG_HOME", env.dir.path().join("config"))
-            .env("MAILCTL_DATABASE_URL", &env.db_url)
-            .env("MAILCTL_SESSION_FILE", env.session_file("ann"))
+        let mut child = env
+            .process("ann")
             .args(["clients", "import", "-"])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())

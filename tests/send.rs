@@ -4,7 +4,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::servers::{SmtpServer, start_smtp};
@@ -85,22 +85,14 @@ fn bulk_mailing(caller: &Caller, tag: &str, count: usize) -> i64 {
 
 /// `mailctl send-due ARGS` as a child process (for concurrent runs and SIGKILL).
 fn spawn_send_due(env: &Env, args: &[&str]) -> Child {
-    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("mailctl"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", env.dir.path())
-        .env("XDG_DATA_HOME", env.dir.path().join("data"))
-        .env("XDG_CONFIG_HOME", env.dir.path().join("config"))
-        .env("MAILCTL_DATABASE_URL", &env.db_url)
+    env.process("cron")
         .args(["send-due", "--format", "json"])
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in &env.vars {
-        cmd.env(k, v);
-    }
-    cmd.spawn().expect("spawn mailctl send-due")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn mailctl send-due")
 }
 
 fn wait_ok(child: Child) -> Value {

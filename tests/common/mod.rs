@@ -51,53 +51,43 @@ impl Env {
         self.vars.push((key.to_string(), value.to_string()));
     }
 
-    /// Runs one SQL statement directly on the test database (to age a session, say).
-    pub fn sql(&self, statement: &str) -> u64 {
+    /// Runs `f` on a fresh connection to the test database, outside mailctl.
+    fn with_db<T>(&self, f: impl AsyncFnOnce(&mailctl::db::Db) -> T) -> T {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         rt.block_on(async {
-            let db = mailctl::db::Db::connect(&self.db_url, 1).await.expect("connect");
-            let n = mailctl::on_pool!(&db, p => sqlx::query(statement).execute(p).await.map(|r| r.rows_affected()))
-                .unwrap_or_else(|e| panic!("{statement}: {e}"));
+            let db = mailctl::db::Db::connect(&self.db_url, 1)
+                .await
+                .expect("connect");
+            let v = f(&db).await;
             db.close().await;
-            n
+            v
+        })
+    }
+
+    /// Runs one SQL statement directly on the test database (to age a session, say).
+    pub fn sql(&self, statement: &str) -> u64 {
+        self.with_db(async |db| {
+            mailctl::on_pool!(db, p => sqlx::query(statement).execute(p).await.map(|r| r.rows_affected()))
+                .unwrap_or_else(|e| panic!("{statement}: {e}"))
         })
     }
 
     /// The number a `SELECT COUNT(*) ...` query returns on the test database.
     pub fn count(&self, query: &str) -> i64 {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let db = mailctl::db::Db::connect(&self.db_url, 1)
-                .await
-                .expect("connect");
-            let n: i64 = mailctl::on_pool!(&db, p => sqlx::query_scalar(query).fetch_one(p).await)
-                .unwrap_or_else(|e| panic!("{query}: {e}"));
-            db.close().await;
-            n
+        self.with_db(async |db| {
+            mailctl::on_pool!(db, p => sqlx::query_scalar(query).fetch_one(p).await)
+                .unwrap_or_else(|e| panic!("{query}: {e}"))
         })
     }
 
     /// The text a one-value query returns on the test database.
     pub fn text(&self, query: &str) -> String {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let db = mailctl::db::Db::connect(&self.db_url, 1)
-                .await
-                .expect("connect");
-            let v: String =
-                mailctl::on_pool!(&db, p => sqlx::query_scalar(query).fetch_one(p).await)
-                    .unwrap_or_else(|e| panic!("{query}: {e}"));
-            db.close().await;
-            v
+        self.with_db(async |db| {
+            mailctl::on_pool!(db, p => sqlx::query_scalar(query).fetch_one(p).await)
+                .unwrap_or_else(|e| panic!("{query}: {e}"))
         })
     }
 
@@ -111,7 +101,15 @@ impl Env {
 
     /// The binary with a clean environment: nothing from the developer's own setup leaks in.
     pub fn command(&self, who: &str) -> Command {
-        let mut cmd = Command::cargo_bin("mailctl").expect("binary");
+        let mut cmd = Command::from_std(self.process(who));
+        cmd.timeout(std::time::Duration::from_secs(120));
+        cmd
+    }
+
+    /// The same environment as `command`, as a plain process to spawn (and kill, or run
+    /// beside others).
+    pub fn process(&self, who: &str) -> std::process::Command {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("mailctl"));
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", self.dir.path())
@@ -119,10 +117,7 @@ impl Env {
             .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
             .env("MAILCTL_DATABASE_URL", &self.db_url)
             .env("MAILCTL_SESSION_FILE", self.session_file(who))
-            .timeout(std::time::Duration::from_secs(120));
-        for (k, v) in &self.vars {
-            cmd.env(k, v);
-        }
+            .envs(self.vars.iter().map(|(k, v)| (k, v)));
         cmd
     }
 

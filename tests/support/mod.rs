@@ -5,7 +5,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -26,20 +26,11 @@ pub fn start_listener(env: &mut Env) -> Listener {
         let port = servers::free_port();
         env.set("MAILCTL_BASE_URL", &format!("http://127.0.0.1:{port}"));
         let log = env.dir.path().join(format!("serve-{port}.log"));
-        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("mailctl"));
-        cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", env.dir.path())
-            .env("XDG_DATA_HOME", env.dir.path().join("data"))
-            .env("XDG_CONFIG_HOME", env.dir.path().join("config"))
-            .env("MAILCTL_DATABASE_URL", &env.db_url)
-            .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        let mut cmd = env.process("serve");
+        cmd.args(["serve", "--bind", &format!("127.0.0.1:{port}")])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("serve log"));
-        for (k, v) in &env.vars {
-            cmd.env(k, v);
-        }
         let mut child = cmd.spawn().expect("spawn mailctl serve");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
