@@ -157,8 +157,8 @@ pub struct Taken {
     pub drained: Vec<i64>,
 }
 
-/// Which rows a claim statement takes. Each one is served by the (mailing_id, state,
-/// next_try_at) index, so a claim costs the same on the last recipient as on the first.
+/// Which rows a claim statement takes. Each kind has its own partial index (migration 0008),
+/// so a claim costs the same on the last recipient as on the first.
 #[derive(Clone, Copy)]
 enum Due {
     /// `sending` with a lapsed lease: a dead worker's rows (few: its letters in flight).

@@ -427,10 +427,11 @@ async fn db_loop(
         let claimed_at = Instant::now();
         for claimed in rows {
             if claimed.suppressed {
-                carried.push(unsent(
+                carried.push(finished(
                     run,
                     &claimed,
                     lease_until,
+                    db::now(),
                     Next::Suppressed,
                     deliveries::SUPPRESSED_REPLY,
                 ));
@@ -506,11 +507,25 @@ async fn worker(run: Arc<Run>, jobs: Arc<Mutex<mpsc::Receiver<Job>>>) {
 }
 
 fn release(run: &Run, job: &Job, why: &str) -> Finished {
-    unsent(run, &job.claimed, job.lease_until, Next::Release, why)
+    finished(
+        run,
+        &job.claimed,
+        job.lease_until,
+        db::now(),
+        Next::Release,
+        why,
+    )
 }
 
-/// The outcome of a claimed delivery that was not sent.
-fn unsent(run: &Run, c: &Claimed, lease_until: DateTime<Utc>, next: Next, why: &str) -> Finished {
+/// The outcome of a claimed delivery, sent or not, as the next turn records it.
+fn finished(
+    run: &Run,
+    c: &Claimed,
+    lease_until: DateTime<Utc>,
+    attempted_at: DateTime<Utc>,
+    next: Next,
+    reply: &str,
+) -> Finished {
     Finished {
         delivery_id: c.id,
         mailing_id: c.mailing_id,
@@ -518,15 +533,15 @@ fn unsent(run: &Run, c: &Claimed, lease_until: DateTime<Utc>, next: Next, why: &
         owner_id: run.templates.get(&c.mailing_id).map(|t| t.1).unwrap_or(0),
         email: c.email.clone(),
         lease_until,
-        attempted_at: db::now(),
+        attempted_at,
         next,
-        reply: why.to_string(),
+        reply: reply.to_string(),
     }
 }
 
 async fn send_one(run: &Run, session: &mut Session, job: &Job) -> Finished {
     let c = &job.claimed;
-    let Some((template, owner_id)) = run.templates.get(&c.mailing_id) else {
+    let Some((template, _)) = run.templates.get(&c.mailing_id) else {
         return release(run, job, "unknown mailing");
     };
     // The outcome must be recorded while the claim still holds; a job that waited too long
@@ -591,17 +606,7 @@ async fn send_one(run: &Run, session: &mut Session, job: &Job) -> Finished {
         run.unreachable_streak.store(0, Ordering::SeqCst);
         run.reached.store(true, Ordering::SeqCst);
     }
-    Finished {
-        delivery_id: c.id,
-        mailing_id: c.mailing_id,
-        client_id: c.client_id,
-        owner_id: *owner_id,
-        email: c.email.clone(),
-        lease_until: job.lease_until,
-        attempted_at: now,
-        next,
-        reply: outcome.reply().to_string(),
-    }
+    finished(run, c, job.lease_until, now, next, outcome.reply())
 }
 
 /// Slows every worker down after a throttling reply, and speeds up again on success.
