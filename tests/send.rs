@@ -25,6 +25,8 @@ on_both_backends_mut!(
     attempts_list_is_scoped_and_filtered,
     unsubscribed_addresses_are_skipped,
     stats_counters_follow_the_sender,
+    a_large_mailing_gets_its_rows_while_sending,
+    deleting_recipients_and_mailings_deletes_their_rows,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -627,6 +629,73 @@ fn four_workers_on_postgres_deliver_10000_once() {
     assert_eq!(status(&ann, mailing), "completed");
 }
 
+/// On PostgreSQL the rows after the first 1,024 are made in the background. Here they are held
+/// back (a transaction locks a recipient the next chunk must read), so the run sends the first
+/// rows, runs dry and must wait rather than end; once the lock goes it sends the rest.
+#[test]
+fn a_run_waits_for_rows_still_being_made() {
+    use sqlx::Connection;
+    let mut env = Env::new(Backend::Postgres);
+    let server = smtp(&mut env);
+    let ann = env.account("user", "ann");
+    let mailing = bulk_mailing(&ann, "late", 3_000);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut holder = rt
+        .block_on(sqlx::PgConnection::connect(&env.db_url))
+        .unwrap();
+    rt.block_on(async {
+        sqlx::query("BEGIN").execute(&mut holder).await?;
+        // The 1,025th recipient alone (OFFSET under FOR UPDATE would lock all before it too).
+        let held: i64 = sqlx::query_scalar(
+            "SELECT client_id FROM mailing_clients WHERE mailing_id = $1 \
+             ORDER BY client_id OFFSET 1024 LIMIT 1",
+        )
+        .bind(mailing)
+        .fetch_one(&mut holder)
+        .await?;
+        sqlx::query(
+            "SELECT 1 FROM mailing_clients WHERE mailing_id = $1 AND client_id = $2 FOR UPDATE",
+        )
+        .bind(mailing)
+        .bind(held)
+        .execute(&mut holder)
+        .await
+    })
+    .unwrap();
+    let sent = || {
+        env.count(&format!(
+            "SELECT COUNT(*) FROM deliveries WHERE mailing_id = {mailing} AND state = 'sent'"
+        ))
+    };
+    let mut run = spawn_send_due(&env, &["--concurrency", "4"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sent() < 1_024 {
+        assert!(Instant::now() < deadline, "the first rows were not sent");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        sent(),
+        1_024,
+        "only the rows made before the run can have gone out"
+    );
+    assert!(
+        run.try_wait().unwrap().is_none(),
+        "the run ended with rows still to come"
+    );
+    rt.block_on(sqlx::query("COMMIT").execute(&mut holder))
+        .unwrap();
+    let summary = wait_ok(run);
+    assert_eq!(n(&summary, "sent"), 3_000, "{summary}");
+    let got = counts(&recipients(&server));
+    assert_eq!(got.len(), 3_000);
+    assert!(got.values().all(|&c| c == 1), "a recipient got two letters");
+    assert_eq!(status(&ann, mailing), "completed");
+}
+
 /// Nothing due: exit 0 and an all-zero summary.
 #[test]
 fn nothing_to_do_exits_0() {
@@ -826,4 +895,104 @@ fn stats_counters_follow_the_sender(env: &mut Env) {
         reference(m2)[0],
         "{after}"
     );
+}
+
+/// More recipients than the rows made before the run starts (1,024): on PostgreSQL the rest
+/// are made on a second connection while the first letters go out. Every recipient still gets
+/// exactly one letter, and the mailing completes in the same run.
+fn a_large_mailing_gets_its_rows_while_sending(env: &mut Env) {
+    let server = smtp(env);
+    let ann = env.account("user", "ann");
+    let mailing = bulk_mailing(&ann, "big", 5_000);
+    let summary = send_due(&ann, &["--concurrency", "4"]);
+    assert_eq!(n(&summary, "sent"), 5_000, "{summary}");
+    let got = counts(&recipients(&server));
+    assert_eq!(got.len(), 5_000);
+    assert!(got.values().all(|&c| c == 1), "a recipient got two letters");
+    assert_eq!(
+        env.count(&format!(
+            "SELECT COUNT(*) FROM deliveries WHERE mailing_id = {mailing} AND state = 'sent'"
+        )),
+        5_000
+    );
+    assert_eq!(status(&ann, mailing), "completed");
+    assert_eq!(n(&send_due(&ann, &[]), "sent"), 0);
+}
+
+/// A deleted recipient loses its delivery rows and keeps its attempts without the recipient;
+/// a deleted mailing takes its deliveries and attempts along (foreign keys on SQLite,
+/// triggers on PostgreSQL: migration 0009).
+fn deleting_recipients_and_mailings_deletes_their_rows(env: &mut Env) {
+    let _server = smtp(env);
+    let ann = env.account("user", "ann");
+    let a = ann.client("a@example.com");
+    let b = ann.client("b@example.com");
+    let m1 = ann.mailing(ann.message("One"), &[a, b]);
+    let m2 = ann.mailing(ann.message("Two"), &[a, b]);
+    assert_eq!(n(&send_due(&ann, &[]), "sent"), 4);
+    let count = |sql: &str| env.count(sql);
+    assert_eq!(
+        count(&format!(
+            "SELECT COUNT(*) FROM deliveries WHERE client_id = {a}"
+        )),
+        2
+    );
+
+    ann.run(&["clients", "delete", &a.to_string(), "--yes"])
+        .success();
+    assert_eq!(
+        count(&format!(
+            "SELECT COUNT(*) FROM deliveries WHERE client_id = {a}"
+        )),
+        0
+    );
+    assert_eq!(
+        count(&format!(
+            "SELECT COUNT(*) FROM attempts WHERE client_id = {a}"
+        )),
+        0
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM attempts WHERE client_id IS NULL"),
+        2
+    );
+    assert_eq!(
+        count(&format!(
+            "SELECT COUNT(*) FROM stats_reached WHERE client_id = {a}"
+        )),
+        0
+    );
+    assert_eq!(
+        count(&format!(
+            "SELECT COUNT(*) FROM deliveries WHERE client_id = {b}"
+        )),
+        2
+    );
+
+    ann.run(&["mailings", "delete", &m1.to_string(), "--yes"])
+        .success();
+    for table in ["deliveries", "attempts", "stats_reached"] {
+        assert_eq!(
+            count(&format!(
+                "SELECT COUNT(*) FROM {table} WHERE mailing_id = {m1}"
+            )),
+            0,
+            "{table}"
+        );
+    }
+    assert_eq!(
+        count(&format!(
+            "SELECT COUNT(*) FROM deliveries WHERE mailing_id = {m2}"
+        )),
+        1
+    );
+    assert_eq!(
+        count(&format!(
+            "SELECT COUNT(*) FROM attempts WHERE mailing_id = {m2}"
+        )),
+        2
+    );
+    // The counters agree (the stats tests check them in depth).
+    let by_mailing = ann.json(&["stats", "--mailing", &m2.to_string(), "--no-cache"]);
+    assert_eq!(by_mailing[0]["recipients_reached"], 1, "{by_mailing}");
 }

@@ -64,13 +64,11 @@ pub const SUPPRESSED_REPLY: &str = "suppressed: unsubscribed or refused before";
 const SUPPRESSED: &str = "EXISTS (SELECT 1 FROM clients c JOIN suppressions s \
        ON s.owner_id = c.owner_id AND s.email_key = c.email_key WHERE c.id = deliveries.client_id)";
 
-/// Gets a mailing ready for this run: a row for every recipient that has none yet (recipients
-/// added later get theirs on a later run), suppressed addresses set aside, status `active`.
-/// Returns how many rows were set aside as suppressed.
+/// Gets a mailing ready for this run: suppressed addresses among its rows set aside, status
+/// `active` if any row is left to send. Returns how many rows were set aside as suppressed.
+/// The rows themselves come from [`materialise`] (a recipient with no row yet has none to set
+/// aside; the claim checks its address again anyway).
 pub async fn prepare(db: &Db, mailing_id: i64, now: DateTime<Utc>) -> Result<u64> {
-    let materialise = "INSERT INTO deliveries (mailing_id, client_id, state, tries, updated_at) \
-         SELECT mailing_id, client_id, 'pending', 0, $2 FROM mailing_clients WHERE mailing_id = $1 \
-         ON CONFLICT (mailing_id, client_id) DO NOTHING";
     let suppress = format!(
         "UPDATE deliveries SET state = 'suppressed', lease_until = NULL, \
            last_reply = '{SUPPRESSED_REPLY}', updated_at = $2 \
@@ -80,12 +78,65 @@ pub async fn prepare(db: &Db, mailing_id: i64, now: DateTime<Utc>) -> Result<u64
     let activate = "UPDATE mailings SET status = 'active' WHERE id = $1 AND status <> 'active' \
          AND EXISTS (SELECT 1 FROM deliveries WHERE mailing_id = $1 AND state IN ('pending', 'sending'))";
     let suppressed = on_pool!(db, p => {
-        sqlx::query(materialise).bind(mailing_id).bind(now).execute(p).await?;
         let n = sqlx::query(&suppress).bind(mailing_id).bind(now).execute(p).await?.rows_affected();
         sqlx::query(activate).bind(mailing_id).execute(p).await?;
         Ok::<_, sqlx::Error>(n)
     })?;
     Ok(suppressed)
+}
+
+/// Where [`materialise`] goes on: the next recipients after this client id, or done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cursor {
+    After(i64),
+    Done,
+}
+
+/// Makes the delivery rows of a mailing's recipients that have none yet (recipients added
+/// later get theirs on a later run), in client-id order: with `chunk`, the next `chunk`
+/// recipients after `after` in one transaction, else all of them.
+///
+/// In chunks (PostgreSQL) the first letters can go out while the rest of a large mailing is
+/// still being written, on another connection. SQLite takes all at once: it has one writer.
+/// The chunk locks the recipient rows it reads (FOR KEY SHARE), which is what stands in for
+/// the foreign keys `deliveries` has on SQLite (migration 0009): a client or mailing being
+/// deleted waits for this commit, and its trigger then deletes the new rows too.
+pub async fn materialise(
+    db: &Db,
+    mailing_id: i64,
+    after: i64,
+    chunk: Option<i64>,
+    now: DateTime<Utc>,
+) -> Result<Cursor> {
+    let sql = "WITH batch AS (SELECT client_id FROM mailing_clients \
+           WHERE mailing_id = $1 AND client_id > $2 ORDER BY client_id LIMIT $3 FOR KEY SHARE), \
+         made AS (INSERT INTO deliveries (mailing_id, client_id, state, tries, updated_at) \
+           SELECT $1, client_id, 'pending', 0, $4 FROM batch \
+           ON CONFLICT (mailing_id, client_id) DO NOTHING) \
+         SELECT COUNT(*), MAX(client_id) FROM batch";
+    let (read, last): (i64, Option<i64>) = match (db, chunk) {
+        (Db::Postgres(p), Some(n)) => {
+            sqlx::query_as(sql)
+                .bind(mailing_id)
+                .bind(after)
+                .bind(n)
+                .bind(now)
+                .fetch_one(p)
+                .await?
+        }
+        _ => {
+            let all = "INSERT INTO deliveries (mailing_id, client_id, state, tries, updated_at) \
+                 SELECT mailing_id, client_id, 'pending', 0, $3 FROM mailing_clients \
+                 WHERE mailing_id = $1 AND client_id > $2 \
+                 ON CONFLICT (mailing_id, client_id) DO NOTHING";
+            on_pool!(db, p => sqlx::query(all).bind(mailing_id).bind(after).bind(now).execute(p).await.map(drop))?;
+            (0, None)
+        }
+    };
+    Ok(match (chunk, last) {
+        (Some(n), Some(last)) if read >= n => Cursor::After(last),
+        _ => Cursor::Done,
+    })
 }
 
 /// `completed` once every recipient has a final outcome (sent, failed, suppressed).

@@ -1,5 +1,6 @@
 //! Letters: composing them, and the transports that carry them (SMTP or the outbox).
 
+pub mod backlog;
 pub mod compose;
 pub mod sender;
 pub mod transport;

@@ -22,6 +22,7 @@ use crate::db::attempts::{Finished, Next};
 use crate::db::deliveries::{self, Claim, Claimed, Taken, Target};
 use crate::db::{self, Db};
 use crate::error::{Error, Result};
+use crate::mail::backlog::{self, Backlog};
 use crate::mail::compose::{Recipient, Template};
 use crate::mail::transport::{Endpoint, Outcome, Session, smtp_timeout};
 
@@ -182,6 +183,8 @@ pub async fn run(
     }
     let secret = db::suppressions::secret(db, "unsubscribe").await?;
     let mut templates = HashMap::new();
+    let ids: Vec<i64> = targets.iter().map(|t| t.id).collect();
+    let (backlog, making) = backlog::start(db, &config.database_url, &ids).await?;
     let now = db::now();
     for t in &targets {
         summary.suppressed += deliveries::prepare(db, t.id, now).await?;
@@ -195,7 +198,6 @@ pub async fn run(
         )?;
         templates.insert(t.id, (Arc::new(template), t.owner_id));
     }
-    let ids: Vec<i64> = targets.iter().map(|t| t.id).collect();
     let progress = if opts.progress {
         let mut total = deliveries::claimable(db, &ids, db::now()).await?;
         if let Some(limit) = opts.limit {
@@ -253,7 +255,7 @@ pub async fn run(
     let workers: Vec<_> = (0..opts.concurrency)
         .map(|_| tokio::spawn(worker(run.clone(), job_rx.clone())))
         .collect();
-    let database = db_loop(&run, &ids, opts, result_rx, job_tx).await;
+    let database = db_loop(&run, &ids, &backlog, opts, result_rx, job_tx).await;
     for w in workers {
         w.await
             .map_err(|e| Error::runtime(format!("sender worker: {e}")))?;
@@ -283,6 +285,11 @@ pub async fn run(
         bar.finish_and_clear();
     }
     work_db.close().await;
+    if let Some(making) = making {
+        making
+            .await
+            .map_err(|e| Error::runtime(format!("making delivery rows: {e}")))??;
+    }
     database?;
 
     for t in &targets {
@@ -309,6 +316,7 @@ pub async fn run(
 async fn db_loop(
     run: &Run,
     ids: &[i64],
+    backlog: &Backlog,
     opts: &Options,
     mut results: mpsc::Receiver<Finished>,
     jobs: mpsc::Sender<Job>,
@@ -328,6 +336,8 @@ async fn db_loop(
     let mut jobs = Some(jobs);
     // Claimed rows the owner may no longer write to: recorded as suppressed in the next turn.
     let mut carried: Vec<Finished> = Vec::new();
+    // The last claim found nothing while rows were still being made: wait for them.
+    let mut starved = false;
     loop {
         // Nothing left to claim as of the last sweep; but letters still in flight may come
         // back unsent (released), so the run goes on sweeping until they are all recorded.
@@ -343,14 +353,18 @@ async fn db_loop(
         }
         let mut done = std::mem::take(&mut carried);
         // Wait for an outcome, unless a worthwhile claim can be made right away.
-        let eager = claiming && !idle && window - outstanding >= (window / 4).max(1);
+        let starving = claiming && starved;
+        let eager = claiming && !idle && !starved && window - outstanding >= (window / 4).max(1);
         if done.is_empty() && !eager {
-            if outstanding == 0 {
+            if outstanding == 0 && !starving {
                 break;
             }
-            match results.recv().await {
-                Some(f) => done.push(f),
-                None => break,
+            tokio::select! {
+                f = results.recv(), if outstanding > 0 => match f {
+                    Some(f) => done.push(f),
+                    None => break,
+                },
+                _ = backlog.grown(), if starving => {}
             }
         }
         while done.len() < window {
@@ -386,6 +400,9 @@ async fn db_loop(
             lease_until,
             sweep,
         };
+        // Read before the turn: a mailing no longer in it had all its rows committed before
+        // the claim, so finding nothing there means it is drained.
+        let unfinished = backlog.unfinished();
         let taken = match deliveries::turn(&run.db, (n > 0).then_some(&claim), &done).await {
             Ok(taken) => taken,
             Err(e) if n > 0 => {
@@ -420,7 +437,8 @@ async fn db_loop(
             swept_empty = taken.rows.is_empty() && !done.iter().any(|f| f.next == Next::Release);
             active = ids.to_vec();
         }
-        active.retain(|m| !taken.drained.contains(m));
+        active.retain(|m| !taken.drained.contains(m) || unfinished.contains(m));
+        starved = n > 0 && taken.rows.is_empty() && !unfinished.is_empty();
         let rows = taken.rows;
         remaining -= rows.len() as u64;
         outstanding += rows.len();
