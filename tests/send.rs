@@ -630,8 +630,9 @@ fn four_workers_on_postgres_deliver_10000_once() {
 }
 
 /// On PostgreSQL the rows after the first 1,024 are made in the background. Here they are held
-/// back (a transaction locks a recipient the next chunk must read), so the run sends the first
-/// rows, runs dry and must wait rather than end; once the lock goes it sends the rest.
+/// back (a transaction has the 1,025th row written but not committed, so the next chunk waits
+/// on its key), so the run sends the first rows, runs dry and must wait rather than end; once
+/// that transaction commits it sends the rest.
 #[test]
 fn a_run_waits_for_rows_still_being_made() {
     use sqlx::Connection;
@@ -648,7 +649,6 @@ fn a_run_waits_for_rows_still_being_made() {
         .unwrap();
     rt.block_on(async {
         sqlx::query("BEGIN").execute(&mut holder).await?;
-        // The 1,025th recipient alone (OFFSET under FOR UPDATE would lock all before it too).
         let held: i64 = sqlx::query_scalar(
             "SELECT client_id FROM mailing_clients WHERE mailing_id = $1 \
              ORDER BY client_id OFFSET 1024 LIMIT 1",
@@ -657,7 +657,8 @@ fn a_run_waits_for_rows_still_being_made() {
         .fetch_one(&mut holder)
         .await?;
         sqlx::query(
-            "SELECT 1 FROM mailing_clients WHERE mailing_id = $1 AND client_id = $2 FOR UPDATE",
+            "INSERT INTO deliveries (mailing_id, client_id, state, tries, updated_at) \
+             VALUES ($1, $2, 'pending', 0, now())",
         )
         .bind(mailing)
         .bind(held)
@@ -694,6 +695,62 @@ fn a_run_waits_for_rows_still_being_made() {
     assert_eq!(got.len(), 3_000);
     assert!(got.values().all(|&c| c == 1), "a recipient got two letters");
     assert_eq!(status(&ann, mailing), "completed");
+}
+
+/// PostgreSQL has no foreign keys on `deliveries` (migration 0009): a client deleted while its
+/// delivery row is being made (a transaction holding the lock that making rows holds, with
+/// the row written and not yet committed) waits for that commit, then deletes the row too.
+#[test]
+fn a_client_deleted_while_its_rows_are_made_leaves_none() {
+    use sqlx::Connection;
+    let env = Env::new(Backend::Postgres);
+    let ann = env.account("user", "ann");
+    let c = ann.client("c@example.com");
+    let m = ann.mailing(ann.message("Hello"), &[c]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut maker = rt
+        .block_on(sqlx::PgConnection::connect(&env.db_url))
+        .unwrap();
+    rt.block_on(async {
+        sqlx::query("BEGIN").execute(&mut maker).await?;
+        sqlx::query("SELECT pg_advisory_xact_lock_shared(7881696737121037313)")
+            .execute(&mut maker)
+            .await?;
+        sqlx::query(
+            "INSERT INTO deliveries (mailing_id, client_id, state, tries, updated_at) \
+             VALUES ($1, $2, 'pending', 0, now())",
+        )
+        .bind(m)
+        .bind(c)
+        .execute(&mut maker)
+        .await
+    })
+    .unwrap();
+    let mut delete = env
+        .process("ann")
+        .args(["clients", "delete", &c.to_string(), "--yes"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        delete.try_wait().unwrap().is_none(),
+        "the delete did not wait"
+    );
+    rt.block_on(sqlx::query("COMMIT").execute(&mut maker))
+        .unwrap();
+    assert!(delete.wait().unwrap().success());
+    assert_eq!(
+        env.count(&format!(
+            "SELECT COUNT(*) FROM deliveries WHERE client_id = {c}"
+        )),
+        0
+    );
 }
 
 /// Nothing due: exit 0 and an all-zero summary.

@@ -7,10 +7,12 @@
 -- letters spent ~400 ms in them out of ~1.2 s.
 --
 -- What keeps the rows consistent without the keys:
--- - Delivery rows are made from `mailing_clients` (which keeps its keys), and the statement
---   that makes them locks the rows it reads (FOR KEY SHARE, see deliveries::materialise): a
---   client or mailing deleted meanwhile waits for that commit, then the triggers below delete
---   the new rows too.
+-- - Delivery rows are made from `mailing_clients` (which keeps its keys) in transactions that
+--   hold an advisory lock shared (deliveries::materialise), which the triggers below take
+--   exclusive before they delete. A deletion waits for the rows being made to commit, then
+--   deletes them too; rows started after it wait for it, then no longer see the recipient.
+--   (Locking the recipient rows read would do the same, but would write a lock on every one
+--   of them on every run, also when all of them have their delivery row already.)
 -- - Attempts and markers are written for deliveries the sender holds. It updates the delivery
 --   row before it inserts the attempt, and the triggers delete deliveries first, so a client
 --   deleted while its letter is out waits for the sender's commit and its attempts are then
@@ -30,6 +32,7 @@ ALTER TABLE stats_reached DROP CONSTRAINT stats_reached_mailing_id_fkey;
 -- the counters).
 CREATE FUNCTION clients_delete_rows() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    PERFORM pg_advisory_xact_lock(7881696737121037313);  -- DELIVERY_ROWS_LOCK in deliveries.rs
     DELETE FROM deliveries WHERE client_id IN (SELECT id FROM old_clients);
     UPDATE attempts SET client_id = NULL WHERE client_id IN (SELECT id FROM old_clients);
     DELETE FROM stats_reached WHERE client_id IN (SELECT id FROM old_clients);
@@ -44,6 +47,7 @@ CREATE TRIGGER clients_delete_rows AFTER DELETE ON clients
 -- did).
 CREATE FUNCTION mailings_delete_rows() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    PERFORM pg_advisory_xact_lock(7881696737121037313);  -- DELIVERY_ROWS_LOCK in deliveries.rs
     DELETE FROM deliveries WHERE mailing_id IN (SELECT id FROM old_mailings);
     DELETE FROM attempts WHERE mailing_id IN (SELECT id FROM old_mailings);
     DELETE FROM stats_reached WHERE mailing_id IN (SELECT id FROM old_mailings);

@@ -85,6 +85,10 @@ pub async fn prepare(db: &Db, mailing_id: i64, now: DateTime<Utc>) -> Result<u64
     Ok(suppressed)
 }
 
+/// The advisory lock that making delivery rows takes shared and deleting clients or mailings
+/// takes exclusive (PostgreSQL, migration 0009).
+const DELIVERY_ROWS_LOCK: i64 = 0x6d61_696c_6374_6c01;
+
 /// Where [`materialise`] goes on: the next recipients after this client id, or done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cursor {
@@ -98,9 +102,6 @@ pub enum Cursor {
 ///
 /// In chunks (PostgreSQL) the first letters can go out while the rest of a large mailing is
 /// still being written, on another connection. SQLite takes all at once: it has one writer.
-/// The chunk locks the recipient rows it reads (FOR KEY SHARE), which is what stands in for
-/// the foreign keys `deliveries` has on SQLite (migration 0009): a client or mailing being
-/// deleted waits for this commit, and its trigger then deletes the new rows too.
 pub async fn materialise(
     db: &Db,
     mailing_id: i64,
@@ -108,21 +109,32 @@ pub async fn materialise(
     chunk: Option<i64>,
     now: DateTime<Utc>,
 ) -> Result<Cursor> {
-    let sql = "WITH batch AS (SELECT client_id FROM mailing_clients \
-           WHERE mailing_id = $1 AND client_id > $2 ORDER BY client_id LIMIT $3 FOR KEY SHARE), \
-         made AS (INSERT INTO deliveries (mailing_id, client_id, state, tries, updated_at) \
-           SELECT $1, client_id, 'pending', 0, $4 FROM batch \
-           ON CONFLICT (mailing_id, client_id) DO NOTHING) \
-         SELECT COUNT(*), MAX(client_id) FROM batch";
     let (read, last): (i64, Option<i64>) = match (db, chunk) {
         (Db::Postgres(p), Some(n)) => {
-            sqlx::query_as(sql)
+            let sql = "WITH batch AS (SELECT client_id FROM mailing_clients \
+                   WHERE mailing_id = $1 AND client_id > $2 ORDER BY client_id LIMIT $3), \
+                 made AS (INSERT INTO deliveries (mailing_id, client_id, state, tries, updated_at) \
+                   SELECT $1, client_id, 'pending', 0, $4 FROM batch \
+                   ON CONFLICT (mailing_id, client_id) DO NOTHING) \
+                 SELECT COUNT(*), MAX(client_id) FROM batch";
+            let mut tx = p.begin().await?;
+            // Stands in for the foreign keys `deliveries` has on SQLite (migration 0009): a
+            // client or mailing deleted meanwhile waits for this commit, then deletes the new
+            // rows too. Taken before the insert, whose snapshot then sees any deletion that
+            // this lock waited for.
+            sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+                .bind(DELIVERY_ROWS_LOCK)
+                .execute(&mut *tx)
+                .await?;
+            let got = sqlx::query_as(sql)
                 .bind(mailing_id)
                 .bind(after)
                 .bind(n)
                 .bind(now)
-                .fetch_one(p)
-                .await?
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            got
         }
         _ => {
             let all = "INSERT INTO deliveries (mailing_id, client_id, state, tries, updated_at) \
