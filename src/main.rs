@@ -1,5 +1,10 @@
 use clap::Parser;
 
+// The sender allocates and frees a letter's buffers on several threads at once; glibc's
+// allocator spent ~10% of a send in malloc/free and its arena locks (perf, benches/README.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cli = mailctl::cli::Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
