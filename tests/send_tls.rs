@@ -199,4 +199,8 @@ fn unusable_ca_file_is_a_configuration_error(env: &mut Env) {
     env.set("MAILCTL_SMTP_CA_FILE", server.ca_file().to_str().unwrap());
     assert_eq!(sent(&env.as_("ann")), 1);
     assert_all_over_tls(&server, 1);
+
+    // Nothing is due now: the bad file still fails the run (cron reports it at once).
+    env.set("MAILCTL_SMTP_CA_FILE", garbage.to_str().unwrap());
+    env.as_("ann").run(&["send-due"]).expect_code(5);
 }

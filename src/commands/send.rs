@@ -8,17 +8,22 @@ use crate::cli::{SendArgs, SendOpts};
 use crate::db::{self, deliveries};
 use crate::error::{Error, Result};
 use crate::mail::sender::{self, Options, Summary};
+use crate::mail::transport::Endpoint;
 use crate::output::{Format, time};
 
 pub async fn send_due(ctx: &Ctx, args: SendArgs) -> Result<()> {
+    // A bad MAILCTL_SMTP_URL or MAILCTL_SMTP_CA_FILE fails every run, also one with nothing
+    // due, so cron mails the error the first time rather than on the day a mailing starts.
+    let endpoint = Endpoint::from_config(&ctx.config)?;
     let db = ctx.db().await?;
     let now = db::now();
     deliveries::complete_expired(db, now).await?;
     let targets = deliveries::due(db, now).await?;
-    run(ctx, targets, &args.opts).await
+    run(ctx, endpoint, targets, &args.opts).await
 }
 
 pub async fn send_one(ctx: &Ctx, actor: &Actor, id: i64, opts: SendOpts) -> Result<()> {
+    let endpoint = Endpoint::from_config(&ctx.config)?;
     let db = ctx.db().await?;
     // Owner or admin; anyone else (a manager included) does not see it: not found.
     let target = deliveries::target(db, policy::scope(actor, Access::Write), id).await?;
@@ -42,10 +47,15 @@ pub async fn send_one(ctx: &Ctx, actor: &Actor, id: i64, opts: SendOpts) -> Resu
             format!("{id} ended at {}", time(&target.end_at)),
         ));
     }
-    run(ctx, vec![target], &opts).await
+    run(ctx, endpoint, vec![target], &opts).await
 }
 
-async fn run(ctx: &Ctx, targets: Vec<deliveries::Target>, opts: &SendOpts) -> Result<()> {
+async fn run(
+    ctx: &Ctx,
+    endpoint: Endpoint,
+    targets: Vec<deliveries::Target>,
+    opts: &SendOpts,
+) -> Result<()> {
     let db = ctx.db().await?;
     if opts.dry_run {
         let ids: Vec<i64> = targets.iter().map(|t| t.id).collect();
@@ -69,7 +79,7 @@ async fn run(ctx: &Ctx, targets: Vec<deliveries::Target>, opts: &SendOpts) -> Re
     }
     let mut options = Options::new(opts.concurrency, opts.rate, opts.limit);
     options.progress = std::io::stderr().is_terminal();
-    let summary = sender::run(db, &ctx.config, targets, &options).await?;
+    let summary = sender::run(db, &ctx.config, endpoint, targets, &options).await?;
     report(ctx, &summary)?;
     match summary.stopped {
         Some(why) => Err(Error::runtime(why)),

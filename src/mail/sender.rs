@@ -170,6 +170,7 @@ struct Run {
 pub async fn run(
     db: &Db,
     config: &Config,
+    endpoint: Endpoint,
     targets: Vec<Target>,
     opts: &Options,
 ) -> Result<Summary> {
@@ -237,7 +238,7 @@ pub async fn run(
     };
     let run = Arc::new(Run {
         db: work_db.clone(),
-        endpoint: Endpoint::from_config(config)?,
+        endpoint,
         templates,
         results: result_tx,
         shared: shared.clone(),
