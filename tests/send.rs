@@ -145,6 +145,65 @@ fn status(caller: &Caller, mailing: i64) -> String {
         .to_string()
 }
 
+/// Every one of the mailing's `count` recipients got exactly one letter, its delivery row is
+/// `sent`, and the mailing is completed.
+fn each_got_one_letter(env: &Env, server: &SmtpServer, owner: &Caller, mailing: i64, count: usize) {
+    let got = counts(&recipients(server));
+    assert_eq!(got.len(), count);
+    assert!(got.values().all(|&c| c == 1), "a recipient got two letters");
+    assert_eq!(
+        env.count(&format!(
+            "SELECT COUNT(*) FROM deliveries WHERE mailing_id = {mailing} AND state = 'sent'"
+        )),
+        count as i64
+    );
+    assert_eq!(status(owner, mailing), "completed");
+}
+
+/// A PostgreSQL transaction left open after writing the delivery row of (mailing, client);
+/// with `lock` it also holds the lock that making delivery rows holds (migration 0009).
+struct Uncommitted {
+    rt: tokio::runtime::Runtime,
+    conn: sqlx::PgConnection,
+}
+
+impl Uncommitted {
+    fn delivery(env: &Env, mailing: i64, client: i64, lock: bool) -> Uncommitted {
+        use sqlx::Connection;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let conn = rt
+            .block_on(async {
+                let mut conn = sqlx::PgConnection::connect(&env.db_url).await?;
+                sqlx::query("BEGIN").execute(&mut conn).await?;
+                if lock {
+                    sqlx::query("SELECT pg_advisory_xact_lock_shared(7881696737121037313)")
+                        .execute(&mut conn)
+                        .await?;
+                }
+                sqlx::query(
+                    "INSERT INTO deliveries (mailing_id, client_id, state, tries, updated_at) \
+                     VALUES ($1, $2, 'pending', 0, now())",
+                )
+                .bind(mailing)
+                .bind(client)
+                .execute(&mut conn)
+                .await?;
+                Ok::<_, sqlx::Error>(conn)
+            })
+            .unwrap();
+        Uncommitted { rt, conn }
+    }
+
+    fn commit(mut self) {
+        self.rt
+            .block_on(sqlx::query("COMMIT").execute(&mut self.conn))
+            .unwrap();
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // scenarios
 // ---------------------------------------------------------------------------------------------
@@ -617,16 +676,7 @@ fn four_workers_on_postgres_deliver_10000_once() {
     assert_eq!(each.iter().sum::<u64>(), 10_000, "{each:?}");
     // The work is shared (SKIP LOCKED), not done by whichever worker came first.
     assert!(each.iter().filter(|&&s| s > 0).count() >= 2, "{each:?}");
-    let got = counts(&recipients(&server));
-    assert_eq!(got.len(), 10_000);
-    assert!(got.values().all(|&c| c == 1), "a recipient got two letters");
-    assert_eq!(
-        env.count(&format!(
-            "SELECT COUNT(*) FROM deliveries WHERE mailing_id = {mailing} AND state = 'sent'"
-        )),
-        10_000
-    );
-    assert_eq!(status(&ann, mailing), "completed");
+    each_got_one_letter(&env, &server, &ann, mailing, 10_000);
 }
 
 /// On PostgreSQL the rows after the first 1,024 are made in the background. Here they are held
@@ -635,37 +685,15 @@ fn four_workers_on_postgres_deliver_10000_once() {
 /// that transaction commits it sends the rest.
 #[test]
 fn a_run_waits_for_rows_still_being_made() {
-    use sqlx::Connection;
     let mut env = Env::new(Backend::Postgres);
     let server = smtp(&mut env);
     let ann = env.account("user", "ann");
     let mailing = bulk_mailing(&ann, "late", 3_000);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let mut holder = rt
-        .block_on(sqlx::PgConnection::connect(&env.db_url))
-        .unwrap();
-    rt.block_on(async {
-        sqlx::query("BEGIN").execute(&mut holder).await?;
-        let held: i64 = sqlx::query_scalar(
-            "SELECT client_id FROM mailing_clients WHERE mailing_id = $1 \
-             ORDER BY client_id OFFSET 1024 LIMIT 1",
-        )
-        .bind(mailing)
-        .fetch_one(&mut holder)
-        .await?;
-        sqlx::query(
-            "INSERT INTO deliveries (mailing_id, client_id, state, tries, updated_at) \
-             VALUES ($1, $2, 'pending', 0, now())",
-        )
-        .bind(mailing)
-        .bind(held)
-        .execute(&mut holder)
-        .await
-    })
-    .unwrap();
+    let held = env.count(&format!(
+        "SELECT client_id FROM mailing_clients WHERE mailing_id = {mailing} \
+         ORDER BY client_id OFFSET 1024 LIMIT 1"
+    ));
+    let holder = Uncommitted::delivery(&env, mailing, held, false);
     let sent = || {
         env.count(&format!(
             "SELECT COUNT(*) FROM deliveries WHERE mailing_id = {mailing} AND state = 'sent'"
@@ -687,14 +715,10 @@ fn a_run_waits_for_rows_still_being_made() {
         run.try_wait().unwrap().is_none(),
         "the run ended with rows still to come"
     );
-    rt.block_on(sqlx::query("COMMIT").execute(&mut holder))
-        .unwrap();
+    holder.commit();
     let summary = wait_ok(run);
     assert_eq!(n(&summary, "sent"), 3_000, "{summary}");
-    let got = counts(&recipients(&server));
-    assert_eq!(got.len(), 3_000);
-    assert!(got.values().all(|&c| c == 1), "a recipient got two letters");
-    assert_eq!(status(&ann, mailing), "completed");
+    each_got_one_letter(&env, &server, &ann, mailing, 3_000);
 }
 
 /// PostgreSQL has no foreign keys on `deliveries` (migration 0009): a client deleted while its
@@ -702,33 +726,11 @@ fn a_run_waits_for_rows_still_being_made() {
 /// the row written and not yet committed) waits for that commit, then deletes the row too.
 #[test]
 fn a_client_deleted_while_its_rows_are_made_leaves_none() {
-    use sqlx::Connection;
     let env = Env::new(Backend::Postgres);
     let ann = env.account("user", "ann");
     let c = ann.client("c@example.com");
     let m = ann.mailing(ann.message("Hello"), &[c]);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let mut maker = rt
-        .block_on(sqlx::PgConnection::connect(&env.db_url))
-        .unwrap();
-    rt.block_on(async {
-        sqlx::query("BEGIN").execute(&mut maker).await?;
-        sqlx::query("SELECT pg_advisory_xact_lock_shared(7881696737121037313)")
-            .execute(&mut maker)
-            .await?;
-        sqlx::query(
-            "INSERT INTO deliveries (mailing_id, client_id, state, tries, updated_at) \
-             VALUES ($1, $2, 'pending', 0, now())",
-        )
-        .bind(m)
-        .bind(c)
-        .execute(&mut maker)
-        .await
-    })
-    .unwrap();
+    let maker = Uncommitted::delivery(&env, m, c, true);
     let mut delete = env
         .process("ann")
         .args(["clients", "delete", &c.to_string(), "--yes"])
@@ -742,8 +744,7 @@ fn a_client_deleted_while_its_rows_are_made_leaves_none() {
         delete.try_wait().unwrap().is_none(),
         "the delete did not wait"
     );
-    rt.block_on(sqlx::query("COMMIT").execute(&mut maker))
-        .unwrap();
+    maker.commit();
     assert!(delete.wait().unwrap().success());
     assert_eq!(
         env.count(&format!(
@@ -963,16 +964,7 @@ fn a_large_mailing_gets_its_rows_while_sending(env: &mut Env) {
     let mailing = bulk_mailing(&ann, "big", 5_000);
     let summary = send_due(&ann, &["--concurrency", "4"]);
     assert_eq!(n(&summary, "sent"), 5_000, "{summary}");
-    let got = counts(&recipients(&server));
-    assert_eq!(got.len(), 5_000);
-    assert!(got.values().all(|&c| c == 1), "a recipient got two letters");
-    assert_eq!(
-        env.count(&format!(
-            "SELECT COUNT(*) FROM deliveries WHERE mailing_id = {mailing} AND state = 'sent'"
-        )),
-        5_000
-    );
-    assert_eq!(status(&ann, mailing), "completed");
+    each_got_one_letter(env, &server, &ann, mailing, 5_000);
     assert_eq!(n(&send_due(&ann, &[]), "sent"), 0);
 }
 
