@@ -179,7 +179,8 @@ impl Uncommitted {
                 let mut conn = sqlx::PgConnection::connect(&env.db_url).await?;
                 sqlx::query("BEGIN").execute(&mut conn).await?;
                 if lock {
-                    sqlx::query("SELECT pg_advisory_xact_lock_shared(7881696737121037313)")
+                    sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+                        .bind(mailctl::db::deliveries::DELIVERY_ROWS_LOCK)
                         .execute(&mut conn)
                         .await?;
                 }

@@ -87,7 +87,7 @@ pub async fn prepare(db: &Db, mailing_id: i64, now: DateTime<Utc>) -> Result<u64
 
 /// The advisory lock that making delivery rows takes shared and deleting clients or mailings
 /// takes exclusive (PostgreSQL, migration 0009).
-const DELIVERY_ROWS_LOCK: i64 = 0x6d61_696c_6374_6c01;
+pub const DELIVERY_ROWS_LOCK: i64 = 0x6d61_696c_6374_6c01;
 
 /// Where [`materialise`] goes on: the next recipients after this client id, or done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

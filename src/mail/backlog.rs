@@ -43,12 +43,11 @@ impl Backlog {
     fn finish(&self, mailing: Option<i64>) {
         let mut unfinished = self.unfinished.lock().expect("backlog");
         match mailing {
-            Some(m) => unfinished.remove(&m),
-            None => {
-                unfinished.clear();
-                true
+            Some(m) => {
+                unfinished.remove(&m);
             }
-        };
+            None => unfinished.clear(),
+        }
         // One stored permit: the database loop cannot miss a signal sent between its
         // turn and its wait.
         self.grew.notify_one();
