@@ -34,10 +34,35 @@ pub fn key(namespace: &str, parts: &[&str]) -> String {
 }
 
 fn warn(url: &str, e: impl std::fmt::Display) {
+    warn_unavailable(url, e, "answering from the database");
+}
+
+/// The one warning format for a Redis that cannot be used, with what mailctl does instead.
+pub fn warn_unavailable(url: &str, e: impl std::fmt::Display, instead: &str) {
     eprintln!(
-        "warning: Redis at {} is unavailable ({e}); answering from the database",
+        "mailctl: warning: Redis at {} is unavailable ({e}); {instead}",
         redact_url(url)
     );
+}
+
+/// The one way to Redis: a multiplexed connection with short connect and response timeouts
+/// (`CONNECT_TIMEOUT`, `RESPONSE_TIMEOUT`). On failure the error, for the caller to warn
+/// with [`warn_unavailable`] (saying what it does instead) or to report (`doctor`).
+pub async fn connect(url: &str) -> Result<MultiplexedConnection, String> {
+    let attempt = async {
+        let client = redis::Client::open(url)?;
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(CONNECT_TIMEOUT)
+            .set_response_timeout(RESPONSE_TIMEOUT);
+        client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+    };
+    match tokio::time::timeout(CONNECT_TIMEOUT * 2, attempt).await {
+        Ok(Ok(con)) => Ok(con),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".to_string()),
+    }
 }
 
 impl Cache {
@@ -61,22 +86,7 @@ impl Cache {
     /// gives the cache, and the warning if it failed.
     pub fn start(url: &str) -> Pending {
         let owned = url.to_string();
-        let task = tokio::spawn(async move {
-            let attempt = async {
-                let client = redis::Client::open(owned.as_str())?;
-                let config = redis::AsyncConnectionConfig::new()
-                    .set_connection_timeout(CONNECT_TIMEOUT)
-                    .set_response_timeout(RESPONSE_TIMEOUT);
-                client
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await
-            };
-            match tokio::time::timeout(CONNECT_TIMEOUT * 2, attempt).await {
-                Ok(Ok(con)) => Ok(con),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err("timed out".to_string()),
-            }
-        });
+        let task = tokio::spawn(async move { connect(&owned).await });
         Pending {
             task,
             url: url.to_string(),

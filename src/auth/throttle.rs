@@ -6,12 +6,11 @@
 //! The key is the email as typed, whether or not such an account exists, so throttling tells
 //! nothing about which accounts exist. A refused attempt does not verify the password at all.
 
-use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 
 use crate::auth::token;
-use crate::config::{Config, redact_url};
+use crate::config::Config;
 use crate::db::accounts::email_key;
 use crate::db::{Db, now, tokens};
 use crate::error::{Error, Result};
@@ -36,35 +35,10 @@ fn redis_key(email: &str) -> String {
 }
 
 async fn connect_redis(url: &str) -> Option<redis::aio::MultiplexedConnection> {
-    let client = match redis::Client::open(url) {
-        Ok(c) => c,
+    match crate::cache::connect(url).await {
+        Ok(c) => Some(c),
         Err(e) => {
-            eprintln!(
-                "mailctl: warning: MAILCTL_REDIS_URL {}: {e}; counting failed logins in the database",
-                redact_url(url)
-            );
-            return None;
-        }
-    };
-    let conn = tokio::time::timeout(
-        StdDuration::from_secs(3),
-        client.get_multiplexed_async_connection(),
-    )
-    .await;
-    match conn {
-        Ok(Ok(c)) => Some(c),
-        Ok(Err(e)) => {
-            eprintln!(
-                "mailctl: warning: Redis at {} is not reachable ({e}); counting failed logins in the database",
-                redact_url(url)
-            );
-            None
-        }
-        Err(_) => {
-            eprintln!(
-                "mailctl: warning: Redis at {} did not answer; counting failed logins in the database",
-                redact_url(url)
-            );
+            crate::cache::warn_unavailable(url, e, "counting failed logins in the database");
             None
         }
     }

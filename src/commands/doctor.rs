@@ -189,11 +189,12 @@ async fn check_smtp(url: &str) -> Check {
 
 async fn check_redis(url: &str) -> Check {
     let shown = redact_url(url);
-    let ping = async {
-        let client = redis::Client::open(url)?;
-        let mut con = client.get_multiplexed_async_connection().await?;
-        redis::cmd("PING").query_async::<String>(&mut con).await
+    // The same connector (and timeouts) as the cache, the login throttle and --rate.
+    let mut con = match crate::cache::connect(url).await {
+        Ok(con) => con,
+        Err(e) => return fail("redis", format!("{shown}: {e}")),
     };
+    let ping = redis::cmd("PING").query_async::<String>(&mut con);
     match timeout(WAIT, ping).await {
         Ok(Ok(pong)) if pong == "PONG" => ok("redis", format!("{shown}: PING answered")),
         Ok(Ok(other)) => fail("redis", format!("{shown}: PING answered {other:?}")),

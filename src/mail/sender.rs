@@ -695,17 +695,13 @@ impl RateLimiter {
             next: std::sync::Mutex::new(Instant::now()),
         };
         let Some(url) = redis_url else { return local };
-        let conn = async {
-            let client = redis::Client::open(url).ok()?;
-            tokio::time::timeout(
-                Duration::from_secs(3),
-                client.get_multiplexed_async_connection(),
-            )
-            .await
-            .ok()?
-            .ok()
-        }
-        .await;
+        let conn = match crate::cache::connect(url).await {
+            Ok(conn) => Some(conn),
+            Err(e) => {
+                crate::cache::warn_unavailable(url, e, "--rate applies to this process only");
+                None
+            }
+        };
         match conn {
             Some(conn) => RateLimiter::Redis {
                 interval_us: interval.as_micros().max(1) as u64,
@@ -713,10 +709,7 @@ impl RateLimiter {
                 script: redis::Script::new(RATE_SCRIPT),
                 local: Box::new(local),
             },
-            None => {
-                eprintln!("warning: Redis unreachable, --rate applies to this process only");
-                local
-            }
+            None => local,
         }
     }
 
