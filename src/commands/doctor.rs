@@ -194,8 +194,8 @@ async fn check_redis(url: &str) -> Check {
         Ok(con) => con,
         Err(e) => return fail("redis", format!("{shown}: {e}")),
     };
-    let ping = redis::cmd("PING").query_async::<String>(&mut con);
-    match timeout(WAIT, ping).await {
+    let ping = redis::cmd("PING");
+    match timeout(WAIT, ping.query_async::<String>(&mut con)).await {
         Ok(Ok(pong)) if pong == "PONG" => ok("redis", format!("{shown}: PING answered")),
         Ok(Ok(other)) => fail("redis", format!("{shown}: PING answered {other:?}")),
         Ok(Err(e)) => fail("redis", format!("{shown}: {e}")),
