@@ -10,6 +10,7 @@ pub mod docs;
 pub mod error;
 pub mod mail;
 pub mod output;
+pub mod smtp;
 pub mod validate;
 pub mod web;
 

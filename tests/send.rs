@@ -852,6 +852,25 @@ fn smtp_auth_from_the_url() {
     );
 
     env.set("MAILCTL_RETRY_DELAY", "0");
+    // The right password, but the server offers no STARTTLS: without `tls=none` the password
+    // is not sent in clear, and the run stops before AUTH (exit 1, one clear line).
+    let plain_port = port.trim_end_matches("?tls=none");
+    env.set(
+        "MAILCTL_SMTP_URL",
+        &format!("smtp://mailer:s3cret%20p%40ss@127.0.0.1:{plain_port}"),
+    );
+    let ann = env.as_("ann");
+    env.sql("UPDATE deliveries SET next_try_at = NULL");
+    let refused = ann.run(&["send-due"]);
+    refused.expect_code(1);
+    assert!(
+        refused.stderr().contains("not sent in clear"),
+        "{}",
+        refused.stderr()
+    );
+    assert!(!refused.stderr().contains("s3cret"), "{}", refused.stderr());
+    assert_eq!(server.received_count(), 0);
+
     env.set(
         "MAILCTL_SMTP_URL",
         &format!("smtp://mailer:s3cret%20p%40ss@127.0.0.1:{port}"),

@@ -169,7 +169,7 @@ fn smtp_with_auth_requires_credentials() {
     let smtp = start_smtp_with_auth("mailer", "s3cret");
     assert_eq!(
         smtp.url(),
-        format!("smtp://mailer:s3cret@127.0.0.1:{}", smtp.port)
+        format!("smtp://mailer:s3cret@127.0.0.1:{}?tls=none", smtp.port)
     );
     let mut c = SmtpClient::connect(smtp.port);
     assert!(c.cmd("MAIL FROM:<sender@example.org>").starts_with("530"));

@@ -6,6 +6,10 @@ python3-aiosmtpd package. Started by tests/common/servers.rs, one instance per t
 
     /usr/bin/python3 tests/smtp_server.py --port 0 --dir DIR [--rules FILE] [--auth USER:PASS]
         [--tls starttls|starttls-required|implicit --cert PEM --key PEM]
+        [--no-pipelining] [--multiline-greeting]
+
+--no-pipelining leaves PIPELINING out of the EHLO reply (a plain old server);
+--multiline-greeting greets with a legal multi-line 220 reply (220-... 220-... 220 ...).
 
 --tls starttls offers STARTTLS; starttls-required also refuses mail (530) before it;
 implicit speaks TLS from the first byte (smtps). With --auth and STARTTLS, AUTH is accepted
@@ -29,7 +33,8 @@ Rules (JSON, re-read at every MAIL FROM, i.e. once per transaction; missing file
       {"match": "cut",      "reply": "drop"}
     ],
     "delay_seconds": 0,
-    "drop_connection": false
+    "drop_connection": false,
+    "rate_limit": {"per_second": 250, "burst": 25, "reply": "451 4.7.1 Rate limit exceeded"}
   }
   - "match" is a case-insensitive substring of the recipient address ("" matches everyone).
     The first matching rule that still applies decides the reply.
@@ -44,7 +49,13 @@ Rules (JSON, re-read at every MAIL FROM, i.e. once per transaction; missing file
       data       close it after the message body arrived, without storing the message
       after_data store the message, then close without replying (the ambiguous
                  "did it go out?" case)
+  - "rate_limit": a token bucket shared by all connections, as hosted relays limit an
+    account: "per_second" tokens a second, at most "burst" (default per_second / 10, at
+    least 1) saved up; each MAIL FROM takes one, and without one gets "reply" (default
+    "451 4.7.1 Rate limit exceeded"). "per_second": 0 throttles everything.
 """
+
+import time
 
 import argparse
 import asyncio
@@ -79,6 +90,25 @@ class Handler:
         self.counter = 0
         # (rule match, reply, address) -> how many times that rule already fired
         self.fired = {}
+        self.pipelining = True
+        # rate_limit's token bucket: tokens saved up, and when they were counted
+        self.tokens = None
+        self.counted_at = time.monotonic()
+
+    def take_token(self, limit):
+        """Whether a MAIL FROM may go on under "rate_limit" (it takes a token if so)."""
+        rate = float(limit.get("per_second", 0))
+        default_burst = max(1.0, rate / 10) if rate > 0 else 0.0
+        burst = float(limit.get("burst", default_burst))
+        now = time.monotonic()
+        if self.tokens is None:
+            self.tokens = burst
+        self.tokens = min(burst, self.tokens + (now - self.counted_at) * rate)
+        self.counted_at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
 
     # -- rules -----------------------------------------------------------------
 
@@ -131,12 +161,19 @@ class Handler:
         # order, so it serves pipelined commands; mailctl then uses its own pipelining client
         # on plain connections (lettre's on STARTTLS and AUTH ones).
         session.host_name = hostname
+        if not self.pipelining:
+            return responses
         return responses[:-1] + ["250-PIPELINING", responses[-1]]
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         rules = self.load_rules()
         if "broken" in rules:
             return "451 4.3.0 test server: broken rules file"
+        limit = rules.get("rate_limit")
+        if limit and not self.take_token(limit):
+            reply = limit.get("reply", "451 4.7.1 Rate limit exceeded")
+            append_json(self.events_path, {"stage": "mail", "mail_from": address, "reply": reply})
+            return reply
         envelope.test_rules = rules
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
@@ -213,6 +250,19 @@ def tls_version(server):
     return ssl_object.version() if ssl_object else None
 
 
+class MultilineGreetingSMTP(SMTP):
+    """Greets with a multi-line 220 reply, which RFC 5321 allows and some relays send."""
+
+    greeted = False
+
+    async def push(self, status):
+        if not self.greeted and str(status).startswith("220 "):
+            self.greeted = True
+            await super().push("220-mailctl-test-smtp ESMTP")
+            await super().push("220-this greeting has three lines")
+        await super().push(status)
+
+
 def make_authenticator(user, password):
     def authenticator(server, session, envelope, mechanism, auth_data):
         ok = (isinstance(auth_data, LoginPassword)
@@ -233,12 +283,16 @@ async def main():
     p.add_argument("--tls", choices=["starttls", "starttls-required", "implicit"], default=None)
     p.add_argument("--cert", default=None, help="server certificate (PEM), with --tls")
     p.add_argument("--key", default=None, help="its private key (PEM), with --tls")
+    p.add_argument("--no-pipelining", action="store_true", help="do not offer PIPELINING")
+    p.add_argument("--multiline-greeting", action="store_true", help="greet with three lines")
     args = p.parse_args()
     if args.tls and not (args.cert and args.key):
         p.error("--tls needs --cert and --key")
 
     os.makedirs(args.dir, exist_ok=True)
     handler = Handler(args.dir, args.rules)
+    handler.pipelining = not args.no_pipelining
+    server_class = MultilineGreetingSMTP if args.multiline_greeting else SMTP
     smtp_kwargs = {
         "hostname": "mailctl-test-smtp",  # avoids a slow getfqdn() per connection
         "enable_SMTPUTF8": True,
@@ -270,7 +324,7 @@ async def main():
 
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: SMTP(handler, loop=loop, **smtp_kwargs),
+        lambda: server_class(handler, loop=loop, **smtp_kwargs),
         host=args.host,
         port=args.port,
         ssl=ssl_context if args.tls == "implicit" else None,

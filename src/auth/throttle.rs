@@ -6,7 +6,6 @@
 //! The key is the email as typed, whether or not such an account exists, so throttling tells
 //! nothing about which accounts exist. A refused attempt does not verify the password at all.
 
-
 use chrono::{DateTime, Duration, TimeZone, Utc};
 
 use crate::auth::token;

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
@@ -86,7 +85,7 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
                 ),
             ),
         },
-        Some(url) => check_smtp(url).await,
+        Some(_) => check_smtp(config).await,
     });
 
     checks.push(match &config.redis_url {
@@ -120,68 +119,32 @@ fn host_port(url: &str, default_port: u16) -> Option<(String, u16)> {
     }
 }
 
-/// Speaks enough SMTP to see the greeting and the EHLO capabilities (STARTTLS).
-async fn check_smtp(url: &str) -> Check {
-    let shown = redact_url(url);
-    let implicit_tls = url.starts_with("smtps://");
-    let Some((host, port)) = host_port(url, if implicit_tls { 465 } else { 25 }) else {
-        return fail("smtp", format!("{shown}: not a URL like smtp://host:port"));
+/// Opens a session exactly as sending does (port, TLS mode, CA file, AUTH) through
+/// `crate::smtp`, and says what it got.
+async fn check_smtp(config: &crate::config::Config) -> Check {
+    let target = match crate::smtp::Target::from_config(config) {
+        Ok(Some(target)) => target,
+        Ok(None) => return ok("smtp", "not set"),
+        Err(e) => return fail("smtp", e.to_string()),
     };
-    if implicit_tls {
-        return match timeout(WAIT, TcpStream::connect((host.as_str(), port))).await {
-            Ok(Ok(_)) => ok(
-                "smtp",
-                format!("{shown}: port open (implicit TLS, not negotiated here)"),
-            ),
-            Ok(Err(e)) => fail("smtp", format!("{shown}: cannot connect: {e}")),
-            Err(_) => fail("smtp", format!("{shown}: connection timed out")),
-        };
-    }
-    let talk = async {
-        let stream = TcpStream::connect((host.as_str(), port)).await?;
-        let (r, mut w) = stream.into_split();
-        let mut lines = BufReader::new(r).lines();
-        let greeting = lines.next_line().await?.unwrap_or_default();
-        w.write_all(b"EHLO mailctl-doctor\r\n").await?;
-        let mut caps = Vec::new();
-        while let Some(line) = lines.next_line().await? {
-            let last = line.as_bytes().get(3) != Some(&b'-');
-            caps.push(line);
-            if last {
-                break;
-            }
-        }
-        let _ = w.write_all(b"QUIT\r\n").await;
-        Ok::<_, std::io::Error>((greeting, caps))
-    };
-    match timeout(WAIT, talk).await {
+    let shown = &target.shown;
+    match timeout(WAIT, crate::smtp::Connection::open(&target)).await {
         Err(_) => fail(
             "smtp",
             format!("{shown}: no answer within {}s", WAIT.as_secs()),
         ),
-        Ok(Err(e)) => fail("smtp", format!("{shown}: cannot connect: {e}")),
-        Ok(Ok((greeting, _))) if !greeting.starts_with("220") => {
-            fail("smtp", format!("{shown}: unexpected greeting {greeting:?}"))
-        }
-        Ok(Ok((_, caps))) if !caps.first().is_some_and(|c| c.starts_with("250")) => fail(
-            "smtp",
-            format!("{shown}: EHLO refused: {}", caps.join(" | ")),
-        ),
-        Ok(Ok((_, caps))) => {
-            let starttls = caps
-                .iter()
-                .any(|c| c.to_ascii_uppercase().contains("STARTTLS"));
-            let required = url.contains("tls=required");
-            match (starttls, required) {
-                (true, _) => ok("smtp", format!("{shown}: EHLO ok, STARTTLS offered")),
-                (false, true) => fail(
+        Ok(Err(failure)) => fail("smtp", format!("{shown}: {}", failure.text)),
+        Ok(Ok(conn)) => {
+            let described = conn.describe();
+            let plain = conn.tls.is_none();
+            conn.quit().await;
+            if plain {
+                warn(
                     "smtp",
-                    format!("{shown}: tls=required but the server offers no STARTTLS"),
-                ),
-                (false, false) => warn(
-                    "smtp",
-                    format!("{shown}: EHLO ok, but no STARTTLS: letters travel unencrypted"),
-                ),
+                    format!("{shown}: {described}: letters travel unencrypted"),
+                )
+            } else {
+                ok("smtp", format!("{shown}: {described}"))
             }
         }
     }

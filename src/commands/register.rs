@@ -15,7 +15,8 @@ use crate::db::accounts;
 use crate::db::tokens::{self, Purpose};
 use crate::error::{Error, Result};
 use crate::mail::compose::system_letter;
-use crate::mail::transport::{Endpoint, Outcome};
+use crate::mail::transport::Endpoint;
+use crate::smtp::Verdict;
 use crate::validate;
 
 pub async fn register(ctx: &Ctx, args: NewAccount) -> Result<()> {
@@ -110,10 +111,11 @@ pub(crate) async fn send_letter(
     let mut session = Endpoint::from_config(config)?.session();
     let outcome = session.send(&letter).await;
     session.close().await;
-    match outcome {
-        Outcome::Accepted(_) => Ok(()),
-        Outcome::Temporary(reply) | Outcome::Permanent(reply) => Err(Error::runtime(format!(
-            "could not send the letter: {reply}"
+    match outcome.verdict() {
+        Verdict::Positive => Ok(()),
+        _ => Err(Error::runtime(format!(
+            "could not send the letter: {}",
+            outcome.text()
         ))),
     }
 }

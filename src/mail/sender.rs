@@ -24,7 +24,8 @@ use crate::db::{self, Db};
 use crate::error::{Error, Result};
 use crate::mail::backlog::{self, Backlog};
 use crate::mail::compose::{Recipient, Template};
-use crate::mail::transport::{Endpoint, Outcome, Session, smtp_timeout};
+use crate::mail::transport::{Endpoint, Session};
+use crate::smtp::{FailureKind, Outcome, Verdict, smtp_timeout};
 
 pub struct Options {
     /// Letters in flight at once (and SMTP connections in the pool).
@@ -585,47 +586,51 @@ async fn send_one(run: &Run, session: &mut Session, job: &Job) -> Finished {
                 Ok(o) => o,
                 Err(_) => {
                     session.reset();
-                    Outcome::Temporary(format!(
+                    Outcome::lost(format!(
                         "timed out after {:.0}s (claim lease)",
                         budget.as_secs_f64()
                     ))
                 }
             }
         }
-        Err(e) => Outcome::Permanent(format!("not sent: {e}")),
+        Err(e) => {
+            let text = format!("not sent: {e}");
+            return finished(run, c, job.lease_until, db::now(), Next::Failed, &text);
+        }
     };
     let now = db::now();
-    let next = match &outcome {
-        Outcome::Accepted(_) => {
+    let next = match outcome.verdict() {
+        Verdict::Positive => {
             run.throttle.relax();
             Next::Sent
         }
-        Outcome::Permanent(_) => Next::Failed,
-        o if o.is_throttling() => {
+        Verdict::Permanent => Next::Failed,
+        Verdict::Throttled => {
             let pause = run.throttle.tighten();
             Next::Throttled(now + chrono::Duration::from_std(pause).unwrap_or_default())
         }
-        Outcome::Temporary(_) => {
+        Verdict::Temporary => {
             let shift = (c.tries.max(1) - 1).min(12) as u32;
             let delay = (run.retry_base * 2u32.pow(shift)).min(Duration::from_secs(6 * 3600));
             Next::Retry(now + chrono::Duration::from_std(delay).unwrap_or_default())
         }
     };
     if outcome.is_unreachable() {
-        if outcome.reply().starts_with("cannot connect") {
-            *run.last_unreachable.lock().expect("last unreachable") =
-                Some(outcome.reply().to_string());
+        if let Outcome::NoReply(f) = &outcome
+            && f.kind == FailureKind::Connect
+        {
+            *run.last_unreachable.lock().expect("last unreachable") = Some(f.text.clone());
         }
         let streak = run.unreachable_streak.fetch_add(1, Ordering::SeqCst) + 1;
         if streak >= (run.concurrency as u64).max(3) {
             run.shared
-                .stop(format!("SMTP server unreachable: {}", outcome.reply()));
+                .stop(format!("SMTP server unreachable: {}", outcome.text()));
         }
     } else {
         run.unreachable_streak.store(0, Ordering::SeqCst);
         run.reached.store(true, Ordering::SeqCst);
     }
-    finished(run, c, job.lease_until, now, next, outcome.reply())
+    finished(run, c, job.lease_until, now, next, outcome.text())
 }
 
 /// Slows every worker down after a throttling reply, and speeds up again on success.

@@ -427,6 +427,8 @@ pub struct SmtpServer {
     pub dir: PathBuf,
     auth: Option<(String, String)>,
     tls: Option<SmtpTls>,
+    /// More arguments for tests/smtp_server.py (`--no-pipelining`, `--multiline-greeting`).
+    args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -463,6 +465,21 @@ pub fn start_smtp_tls_with_auth(mode: SmtpTls, user: &str, password: &str) -> Sm
     start_smtp_inner(Some((user.to_string(), password.to_string())), Some(mode))
 }
 
+/// A plain server started with more arguments of tests/smtp_server.py, e.g.
+/// `["--no-pipelining"]` or `["--multiline-greeting"]`.
+pub fn start_smtp_with_args(args: &[&str]) -> SmtpServer {
+    let mut server = SmtpServer {
+        port: 0,
+        dir: scratch_dir("smtp"),
+        auth: None,
+        tls: None,
+        args: args.iter().map(|a| a.to_string()).collect(),
+        child: None,
+    };
+    server.launch();
+    server
+}
+
 fn start_smtp_inner(auth: Option<(String, String)>, tls: Option<SmtpTls>) -> SmtpServer {
     let dir = scratch_dir("smtp");
     if tls.is_some() {
@@ -473,6 +490,7 @@ fn start_smtp_inner(auth: Option<(String, String)>, tls: Option<SmtpTls>) -> Smt
         dir,
         auth,
         tls,
+        args: Vec::new(),
         child: None,
     };
     server.launch();
@@ -540,13 +558,20 @@ fn make_test_certificates(dir: &Path) {
 
 impl SmtpServer {
     /// `smtp://127.0.0.1:PORT` (`smtps://` for implicit TLS), with `user:password@` when the
-    /// server requires AUTH.
+    /// server requires AUTH, and `?tls=none` when that AUTH is over a plain session (which
+    /// mailctl refuses unless told).
     pub fn url(&self) -> String {
         let scheme = match self.tls {
             Some(SmtpTls::Implicit) => "smtps",
             _ => "smtp",
         };
         match &self.auth {
+            Some((user, password)) if self.tls.is_none() => {
+                format!(
+                    "{scheme}://{user}:{password}@127.0.0.1:{}?tls=none",
+                    self.port
+                )
+            }
             Some((user, password)) => {
                 format!("{scheme}://{user}:{password}@127.0.0.1:{}", self.port)
             }
@@ -669,6 +694,7 @@ impl SmtpServer {
             if let Some((user, password)) = &self.auth {
                 cmd.arg("--auth").arg(format!("{user}:{password}"));
             }
+            cmd.args(&self.args);
             if let Some(mode) = self.tls {
                 let mode = match mode {
                     SmtpTls::Starttls => "starttls",
