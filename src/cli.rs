@@ -441,11 +441,12 @@ pub enum AttemptsCmd {
 
 #[derive(Debug, Clone, Args)]
 pub struct SendOpts {
-    /// Letters in flight at once (SMTP connections in the pool)
-    #[arg(long, default_value_t = 8)]
-    pub concurrency: usize,
-    /// At most N letters per second across all workers
-    #[arg(long)]
+    /// Letters in flight at once (SMTP connections in the pool), 1-1024
+    #[arg(long, default_value_t = 8, allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub concurrency: u64,
+    /// At most N letters per second across all workers sharing MAILCTL_REDIS_URL, 1-1000000
+    /// (without it, the pace follows the relay: it slows down when the relay throttles)
+    #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub rate: Option<u32>,
     /// Send at most N letters in this run
     #[arg(long)]

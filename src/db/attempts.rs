@@ -95,7 +95,7 @@ fn reply(f: &Finished) -> Option<&str> {
 }
 
 /// A time as sqlx writes it into SQLite, so a lease compares equal to the one stored.
-fn sqlite_time(t: &DateTime<Utc>) -> String {
+pub(crate) fn sqlite_time(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
 }
 

@@ -8,7 +8,7 @@
 use chrono::{DateTime, Utc};
 
 use super::Db;
-use super::attempts::{Finished, RecordTries};
+use super::attempts::{Finished, RecordTries, sqlite_time};
 use crate::auth::policy::Scope;
 use crate::error::{Error, Result};
 use crate::on_pool;
@@ -323,4 +323,65 @@ fn claim_sql(db: &Db, due: Due) -> String {
                {SUPPRESSED} AS suppressed"
         )
     }
+}
+
+/// Records the journaled letters of a dead run (all accepted by the relay) whose claim still
+/// holds; the others were recorded already, or their lease lapsed and another run took them.
+/// Returns how many were recorded.
+pub async fn record_still_claimed(db: &Db, done: &[Finished]) -> Result<u64> {
+    let mut recorded = 0;
+    for chunk in done.chunks(1000) {
+        let ids: Vec<i64> = chunk.iter().map(|f| f.delivery_id).collect();
+        let sql = format!(
+            "SELECT id, lease_until FROM deliveries WHERE state = 'sending' AND id IN ({})",
+            id_list(&ids)
+        );
+        recorded += on_pool!(db, p => {
+            let mut tx = p.begin().await?;
+            let held: std::collections::HashMap<i64, Option<DateTime<Utc>>> =
+                sqlx::query_as(&sql).fetch_all(&mut *tx).await?.into_iter().collect();
+            let still: Vec<Finished> = chunk
+                .iter()
+                .filter(|f| held.get(&f.delivery_id) == Some(&Some(f.lease_until)))
+                .cloned()
+                .collect();
+            tx.record_tries(&still).await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(still.len() as u64)
+        })?;
+    }
+    Ok(recorded)
+}
+
+/// Lets any run claim again, right away, the deliveries still held under these leases (a
+/// dead run's claims): their lease is moved into the past. Returns how many.
+pub async fn release_leases(db: &Db, leases: &[DateTime<Utc>]) -> Result<u64> {
+    let past = super::now() - chrono::Duration::seconds(1);
+    let mut released = 0;
+    for chunk in leases.chunks(1000) {
+        released += match db {
+            Db::Sqlite(p) => {
+                let leases: Vec<String> = chunk.iter().map(sqlite_time).collect();
+                sqlx::query(
+                    "UPDATE deliveries SET lease_until = $1 WHERE state = 'sending' \
+                       AND lease_until IN (SELECT value FROM json_each($2))",
+                )
+                .bind(past)
+                .bind(serde_json::to_string(&leases)?)
+                .execute(p)
+                .await?
+                .rows_affected()
+            }
+            Db::Postgres(p) => sqlx::query(
+                "UPDATE deliveries SET lease_until = $1 WHERE state = 'sending' \
+                   AND lease_until = ANY($2)",
+            )
+            .bind(past)
+            .bind(chunk)
+            .execute(p)
+            .await?
+            .rows_affected(),
+        };
+    }
+    Ok(released)
 }

@@ -2,5 +2,7 @@
 
 pub mod backlog;
 pub mod compose;
+pub mod journal;
+pub mod pace;
 pub mod sender;
 pub mod transport;

@@ -1,12 +1,14 @@
 //! The sender: claim deliveries, send them concurrently (one reused SMTP connection per
 //! worker), record every try, retry temporary failures on later runs, keep to a rate.
 //!
-//! Guarantee (docs/delivery.md): at-least-once with a bounded window. One database task
-//! claims and records; it never lets more than `Options::window()` letters (64 x
-//! concurrency) be claimed and not yet recorded, and a letter leaves that count only when its
-//! outcome is committed. When the process dies at any line, at most that many letters can have
-//! reached the server without their outcome being recorded; those (and only those) may be
-//! sent again once their lease lapses.
+//! Guarantee (docs/delivery.md): at-least-once with a window of letters on the wire. One
+//! database task claims and records; it claims only what the run can send in about the next
+//! second at its measured pace (between 2 and 64 x concurrency letters claimed and not yet
+//! recorded), so workers on several hosts share a mailing and a dead run strands little.
+//! Every letter the relay accepts is written to the run's journal (`journal.rs`) before it
+//! waits for its turn to be recorded; when the process dies at any line, the next run on the
+//! host records what the journal holds and takes the other claims over at once. Only the
+//! letters on the wire at the moment of death (<= concurrency) can reach a recipient twice.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,6 +26,8 @@ use crate::db::{self, Db};
 use crate::error::{Error, Result};
 use crate::mail::backlog::{self, Backlog};
 use crate::mail::compose::{Recipient, Template};
+use crate::mail::journal::{self, Journal};
+use crate::mail::pace::{Meter, Pace};
 use crate::mail::transport::{Endpoint, Session};
 use crate::smtp::{FailureKind, Outcome, Verdict, smtp_timeout};
 
@@ -50,10 +54,10 @@ fn env_seconds(name: &str) -> Option<Duration> {
 }
 
 impl Options {
-    /// Letters that may be claimed but not yet recorded (64 times the concurrency): the most
-    /// a crash can send twice. Each database turn records what finished during the previous
-    /// one and claims as much again (at most half the window), so the window must cover the
-    /// letters sent during a couple of turns for the workers never to wait on the database:
+    /// The most letters claimed and not yet recorded (64 times the concurrency): enough for
+    /// the workers never to wait on the database against an instant relay. Each database turn
+    /// records what finished during the previous one and claims as much again (at most half
+    /// the window), so the window must cover the letters sent during a couple of turns:
     /// against smtp-sink, 16 x gave 19k letters/s on SQLite, 32 x 22k, 64 x 24k.
     ///
     /// Under `--rate N` no more than two seconds' worth (at least one letter per worker):
@@ -64,6 +68,20 @@ impl Options {
             Some(rate) => window.min((rate as usize * 2).max(self.concurrency)),
             None => window,
         }
+    }
+
+    /// The fewest letters claimed at a time: two per worker, so none waits for a turn.
+    fn min_window(&self) -> usize {
+        (self.concurrency * 2).min(self.window())
+    }
+
+    /// What the run can send in about a second at `rate` letters/s, within the bounds: claims
+    /// follow the pace, so several workers share a mailing and a dead one strands little.
+    fn window_at(&self, rate: Option<f64>) -> usize {
+        let Some(rate) = rate else {
+            return self.min_window();
+        };
+        (rate.ceil() as usize).clamp(self.min_window(), self.window())
     }
 
     /// `MAILCTL_SEND_LEASE` (seconds, default the larger of 10 minutes and 10 SMTP timeouts)
@@ -88,30 +106,49 @@ pub struct Summary {
     pub mailings: u64,
     pub sent: u64,
     pub failed: u64,
+    /// Temporary failures (4xx, no answer), tried again on a later run.
     pub deferred: u64,
+    /// Letters the relay asked to send later (421, 4.7.x); they cost no try.
+    pub throttled: u64,
     pub suppressed: u64,
+    /// Letters a killed run had sent, recorded from its journal at the start of this one.
+    pub recovered: u64,
     pub elapsed_seconds: f64,
     pub letters_per_second: f64,
-    /// Why the run stopped early (SMTP server unreachable...), if it did.
+    /// Why the run stopped early (SMTP server unreachable...), if it did: exit 1.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped: Option<String>,
+    /// Why the run ended with letters left for the next run although nothing failed (a
+    /// relay that keeps throttling): exit 0.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub left_for_next_run: Option<String>,
 }
 
 impl Summary {
     pub fn line(&self) -> String {
         let mut s = format!(
-            "sent {}, failed {}, deferred {}, suppressed {} ({} mailing{}) in {:.2}s, {:.1} letters/s",
+            "sent {}, failed {}, deferred {}, throttled {}, suppressed {} ({} mailing{}) in {:.2}s, {:.1} letters/s",
             self.sent,
             self.failed,
             self.deferred,
+            self.throttled,
             self.suppressed,
             self.mailings,
             if self.mailings == 1 { "" } else { "s" },
             self.elapsed_seconds,
             self.letters_per_second
         );
+        if self.recovered > 0 {
+            s.push_str(&format!(
+                "; {} letters of a killed run recorded from its journal",
+                self.recovered
+            ));
+        }
         if let Some(why) = &self.stopped {
             s.push_str(&format!("; stopped early: {why}"));
+        }
+        if let Some(why) = &self.left_for_next_run {
+            s.push_str(&format!("; left for the next run: {why}"));
         }
         s
     }
@@ -126,10 +163,13 @@ struct Job {
 /// What the database task and the workers share.
 struct Shared {
     stop: AtomicBool,
+    /// Set when the relay kept throttling: letters not yet sent go back for the next run.
+    give_way: AtomicBool,
     stopped: std::sync::Mutex<Option<String>>,
     sent: AtomicU64,
     failed: AtomicU64,
     deferred: AtomicU64,
+    throttled: AtomicU64,
     suppressed: AtomicU64,
     progress: Option<indicatif::ProgressBar>,
 }
@@ -146,6 +186,11 @@ impl Shared {
     fn stopping(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
     }
+
+    /// The run ends without sending more: stopped, or giving way to a throttling relay.
+    fn halted(&self) -> bool {
+        self.stopping() || self.give_way.load(Ordering::SeqCst)
+    }
 }
 
 /// The state of one run, shared by the database task and the workers.
@@ -154,9 +199,14 @@ struct Run {
     shared: Arc<Shared>,
     endpoint: Endpoint,
     templates: HashMap<i64, (Arc<Template>, i64)>,
-    results: mpsc::Sender<Finished>,
+    /// Each outcome, with the journal segment that holds it if the relay accepted it.
+    results: mpsc::Sender<(Finished, Option<u32>)>,
     rate: Option<RateLimiter>,
-    throttle: Throttle,
+    pace: Pace,
+    journal: Option<Journal>,
+    /// When the relay last accepted a letter, and when it last asked to slow down.
+    last_accepted: std::sync::Mutex<Instant>,
+    last_throttled: std::sync::Mutex<Option<Instant>>,
     unreachable_streak: AtomicU64,
     /// Some server reply was read in this run (the server is reachable).
     reached: AtomicBool,
@@ -182,6 +232,20 @@ pub async fn run(
     };
     if targets.is_empty() {
         return Ok(summary);
+    }
+    // A killed run's letters first: record what it sent, release the rest of its claims.
+    let recovered = journal::recover(db, &config.database_url).await?;
+    summary.recovered = recovered.recorded;
+    if recovered.runs > 0 {
+        eprintln!(
+            "mailctl: recovered {} killed run{}: {} sent letter{} recorded from the journal, {} claim{} released",
+            recovered.runs,
+            plural(recovered.runs),
+            recovered.recorded,
+            plural(recovered.recorded),
+            recovered.released,
+            plural(recovered.released)
+        );
     }
     let secret = db::suppressions::secret(db, "unsubscribe").await?;
     let mut templates = HashMap::new();
@@ -223,15 +287,17 @@ pub async fn run(
     let work_db = Db::connect(&config.database_url, 1).await?;
     let shared = Arc::new(Shared {
         stop: AtomicBool::new(false),
+        give_way: AtomicBool::new(false),
         stopped: std::sync::Mutex::new(None),
         sent: AtomicU64::new(0),
         failed: AtomicU64::new(0),
         deferred: AtomicU64::new(0),
+        throttled: AtomicU64::new(0),
         suppressed: AtomicU64::new(0),
         progress,
     });
     // Neither queue ever holds more than the window, so sending on them never waits.
-    let (result_tx, result_rx) = mpsc::channel(opts.window());
+    let (result_tx, result_rx) = mpsc::channel::<(Finished, Option<u32>)>(opts.window());
     let (job_tx, job_rx) = mpsc::channel::<Job>(opts.window());
     let rate = match opts.rate {
         Some(r) => Some(RateLimiter::new(r, config.redis_url.as_deref()).await),
@@ -244,7 +310,10 @@ pub async fn run(
         results: result_tx,
         shared: shared.clone(),
         rate,
-        throttle: Throttle::default(),
+        pace: Pace::default(),
+        journal: Journal::start(&config.database_url),
+        last_accepted: std::sync::Mutex::new(Instant::now()),
+        last_throttled: std::sync::Mutex::new(None),
         unreachable_streak: AtomicU64::new(0),
         reached: AtomicBool::new(false),
         last_unreachable: std::sync::Mutex::new(None),
@@ -258,6 +327,7 @@ pub async fn run(
         .map(|_| tokio::spawn(worker(run.clone(), job_rx.clone())))
         .collect();
     let database = db_loop(&run, &ids, &backlog, opts, result_rx, job_tx).await;
+    let left_for_next_run = database.as_ref().ok().cloned().flatten();
     for w in workers {
         w.await
             .map_err(|e| Error::runtime(format!("sender worker: {e}")))?;
@@ -273,11 +343,15 @@ pub async fn run(
             .take()
             .map(|why| format!("SMTP server unreachable: {why}"))
     };
-    drop(run);
+    let Run { journal, .. } = Arc::into_inner(run).expect("the workers are done");
+    if let Some(journal) = journal {
+        journal.finish();
+    }
     let Shared {
         sent,
         failed,
         deferred,
+        throttled,
         suppressed,
         progress,
         stopped,
@@ -300,33 +374,51 @@ pub async fn run(
     summary.sent = sent.into_inner();
     summary.failed = failed.into_inner();
     summary.deferred = deferred.into_inner();
+    summary.throttled = throttled.into_inner();
     summary.suppressed += suppressed.into_inner();
     summary.stopped = stopped.into_inner().expect("stop reason").or(down);
+    if summary.stopped.is_none() {
+        summary.left_for_next_run = left_for_next_run;
+    }
     summary.elapsed_seconds = started.elapsed().as_secs_f64();
-    let letters = summary.sent + summary.failed + summary.deferred;
+    let letters = summary.sent + summary.failed + summary.deferred + summary.throttled;
     if summary.elapsed_seconds > 0.0 {
         summary.letters_per_second = letters as f64 / summary.elapsed_seconds;
     }
     Ok(summary)
 }
 
+/// How long a run goes on while the relay only ever asks to slow down (no letter accepted):
+/// five retry delays, between 5 s and a minute. Then the rest waits for the next run.
+fn throttle_patience(run: &Run) -> Duration {
+    (run.retry_base * 5).clamp(Duration::from_secs(5), Duration::from_secs(60))
+}
+
+/// Throttled letters come back this soon (the pace, not this delay, spaces them out).
+const THROTTLED_AGAIN: Duration = Duration::from_millis(500);
+
 /// The run's only user of the database once it has started: each turn, in one transaction,
 /// records the outcomes that came in and claims as many deliveries as the window has room
 /// for. While a turn runs the workers send what the previous turn claimed, and whatever
 /// finishes meanwhile goes into the next turn, so turns grow with the load (group commit).
-/// Nothing is claimed beyond the window: claimed and not yet recorded stays <= window.
+///
+/// The window (claimed and not yet recorded) follows the measured pace: what the run can
+/// send in about a second, from 2 to 64 x concurrency. Returns why letters were left for the
+/// next run although nothing failed, if they were.
 async fn db_loop(
     run: &Run,
     ids: &[i64],
     backlog: &Backlog,
     opts: &Options,
-    mut results: mpsc::Receiver<Finished>,
+    mut results: mpsc::Receiver<(Finished, Option<u32>)>,
     jobs: mpsc::Sender<Job>,
-) -> Result<()> {
-    let window = opts.window();
+) -> Result<Option<String>> {
+    let max_window = opts.window();
     // Claimed and not yet recorded.
     let mut outstanding = 0usize;
     let mut remaining = opts.limit.unwrap_or(u64::MAX);
+    // Letters finished per second (sent or not): the pace the window follows.
+    let mut pace = Meter::default();
     // Mailings that may still have rows never tried; a sweep also looks for lapsed leases
     // and due retries, in every mailing of the run. The run has claimed all it can once no
     // mailing is active and a sweep found nothing.
@@ -335,54 +427,104 @@ async fn db_loop(
     let mut swept_empty = false;
     let mut claim_error = None;
     let mut write_error = None;
+    let mut gave_way = None;
     let mut jobs = Some(jobs);
     // Claimed rows the owner may no longer write to: recorded as suppressed in the next turn.
     let mut carried: Vec<Finished> = Vec::new();
     // The last claim found nothing while rows were still being made: wait for them.
     let mut starved = false;
+    // Throttled letters of this run come back at this time at the latest.
+    let mut throttled_until: Option<DateTime<Utc>> = None;
     loop {
+        // The relay has only asked to slow down for a long while: leave the rest.
+        if gave_way.is_none()
+            && let Some(since) = *run.last_throttled.lock().expect("throttled")
+        {
+            let accepted = *run.last_accepted.lock().expect("accepted");
+            let patience = throttle_patience(run);
+            if since > accepted && accepted.elapsed() >= patience {
+                gave_way = Some(format!(
+                    "the relay accepted nothing for {}s and kept asking to slow down",
+                    patience.as_secs()
+                ));
+                run.shared.give_way.store(true, Ordering::SeqCst);
+            }
+        }
         // Nothing left to claim as of the last sweep; but letters still in flight may come
         // back unsent (released), so the run goes on sweeping until they are all recorded.
-        let idle = active.is_empty() && swept_empty;
-        let claiming = !(idle && outstanding == 0)
-            && remaining > 0
+        let mut idle = active.is_empty() && swept_empty;
+        let claiming_possible = remaining > 0
             && claim_error.is_none()
             && write_error.is_none()
+            && gave_way.is_none()
             && !run.shared.stopping();
+        // Throttled letters due again soon: wait for them rather than end the run.
+        if idle
+            && outstanding == 0
+            && claiming_possible
+            && carried.is_empty()
+            && let Some(until) = throttled_until.take()
+        {
+            let wait = (until - db::now()).to_std().unwrap_or_default();
+            tokio::time::sleep(wait).await;
+            swept_empty = false;
+            idle = false;
+        }
+        let claiming = !(idle && outstanding == 0) && claiming_possible;
         if !claiming {
             // The workers end once the job queue is closed and empty.
             jobs = None;
         }
+        let mut window = opts.window_at(pace.rate(Instant::now())).min(max_window);
+        // Under a throttling relay's pace, no more than a second's worth, however few.
+        if let Some(limit) = run.pace.limit() {
+            window = window.min((limit.ceil() as usize).max(1));
+        }
         let mut done = std::mem::take(&mut carried);
+        let mut segments = Vec::new();
         // Wait for an outcome, unless a worthwhile claim can be made right away.
         let starving = claiming && starved;
-        let eager = claiming && !idle && !starved && window - outstanding >= (window / 4).max(1);
+        let eager = claiming
+            && !idle
+            && !starved
+            && window.saturating_sub(outstanding) >= (window / 4).max(1);
         if done.is_empty() && !eager {
             if outstanding == 0 && !starving {
                 break;
             }
             tokio::select! {
                 f = results.recv(), if outstanding > 0 => match f {
-                    Some(f) => done.push(f),
+                    Some((f, segment)) => {
+                        done.push(f);
+                        segments.extend(segment);
+                    }
                     None => break,
                 },
                 _ = backlog.grown(), if starving => {}
             }
         }
-        while done.len() < window {
+        while done.len() < max_window {
             match results.try_recv() {
-                Ok(f) => done.push(f),
+                Ok((f, segment)) => {
+                    done.push(f);
+                    segments.extend(segment);
+                }
                 Err(_) => break,
             }
         }
+        pace.add(
+            Instant::now(),
+            done.iter().filter(|f| f.tried()).count() as u64,
+        );
         if write_error.is_some() {
-            // Nothing can be recorded: count the letters out and let the leases lapse.
+            // Nothing can be recorded: count the letters out and let the leases lapse (the
+            // journal keeps the accepted ones for the next run).
             outstanding -= done.len();
             continue;
         }
-        let room = window - outstanding + done.len();
+        let room = (window + done.len()).saturating_sub(outstanding);
         // At most half the window per turn: the other half keeps the workers busy meanwhile.
-        let n = if claiming {
+        let n = if claiming && room > 0 {
             (room.min(window / 2).max(1) as u64).min(remaining) as usize
         } else {
             0
@@ -402,6 +544,14 @@ async fn db_loop(
             lease_until,
             sweep,
         };
+        // The claim's lease goes into the journal before the claim is committed: a run that
+        // finds this one dead releases every claim it made at once.
+        if n > 0
+            && let Some(journal) = &run.journal
+            && let Err(e) = journal.claimed(lease_until)
+        {
+            eprintln!("mailctl: warning: send journal: {e}");
+        }
         // Read before the turn: a mailing no longer in it had all its rows committed before
         // the claim, so finding nothing there means it is drained.
         let unfinished = backlog.unfinished();
@@ -431,8 +581,16 @@ async fn db_loop(
                 }
             },
         };
+        if let Some(journal) = &run.journal {
+            journal.recorded(&segments);
+        }
         outstanding -= done.len();
         count(&run.shared, &done);
+        for f in &done {
+            if let Next::Throttled(at) = f.next {
+                throttled_until = Some(throttled_until.map_or(at, |t| t.max(at)));
+            }
+        }
         if sweep {
             last_sweep = Some(Instant::now());
             // Letters released back in this very turn can be claimed again in the next.
@@ -442,6 +600,9 @@ async fn db_loop(
         active.retain(|m| !taken.drained.contains(m) || unfinished.contains(m));
         starved = n > 0 && taken.rows.is_empty() && !unfinished.is_empty();
         let rows = taken.rows;
+        if rows.is_empty() {
+            continue;
+        }
         remaining -= rows.len() as u64;
         outstanding += rows.len();
         let claimed_at = Instant::now();
@@ -472,7 +633,7 @@ async fn db_loop(
     }
     match (claim_error, write_error) {
         (_, Some(e)) | (Some(e), None) => Err(e),
-        (None, None) => Ok(()),
+        (None, None) => Ok(gave_way),
     }
 }
 
@@ -495,7 +656,8 @@ fn count(shared: &Shared, done: &[Finished]) {
         let counter = match f.next {
             Next::Sent => &shared.sent,
             Next::Failed => &shared.failed,
-            Next::Retry(_) | Next::Throttled(_) => &shared.deferred,
+            Next::Retry(_) => &shared.deferred,
+            Next::Throttled(_) => &shared.throttled,
             Next::Suppressed => {
                 shared.suppressed.fetch_add(1, Ordering::Relaxed);
                 continue;
@@ -514,16 +676,31 @@ async fn worker(run: Arc<Run>, jobs: Arc<Mutex<mpsc::Receiver<Job>>>) {
     loop {
         let job = { jobs.lock().await.recv().await };
         let Some(job) = job else { break };
-        let finished = if run.shared.stopping() {
+        let finished = if run.shared.halted() {
             release(&run, &job, "run stopped before this letter was sent")
         } else {
             send_one(&run, &mut session, &job).await
         };
-        if run.results.send(finished).await.is_err() {
+        // An accepted letter is written down before it waits for its turn to be recorded.
+        let segment = match (&run.journal, finished.next) {
+            (Some(journal), Next::Sent) => match journal.accepted(&finished) {
+                Ok(segment) => Some(segment),
+                Err(e) => {
+                    eprintln!("mailctl: warning: send journal: {e}");
+                    None
+                }
+            },
+            _ => None,
+        };
+        if run.results.send((finished, segment)).await.is_err() {
             run.shared.stop("the database task stopped".into());
         }
     }
     session.close().await;
+}
+
+fn plural(n: u64) -> &'static str {
+    if n == 1 { "" } else { "s" }
 }
 
 fn release(run: &Run, job: &Job, why: &str) -> Finished {
@@ -570,7 +747,9 @@ async fn send_one(run: &Run, session: &mut Session, job: &Job) -> Finished {
     if budget < run.lease / 2 {
         return release(run, job, "claim too old");
     }
-    run.throttle.wait().await;
+    if !run.pace.wait(|| run.shared.halted()).await {
+        return release(run, job, "run stopped before this letter was sent");
+    }
     if let Some(rate) = &run.rate {
         rate.acquire().await;
     }
@@ -601,13 +780,15 @@ async fn send_one(run: &Run, session: &mut Session, job: &Job) -> Finished {
     let now = db::now();
     let next = match outcome.verdict() {
         Verdict::Positive => {
-            run.throttle.relax();
+            run.pace.accepted();
+            *run.last_accepted.lock().expect("accepted") = Instant::now();
             Next::Sent
         }
         Verdict::Permanent => Next::Failed,
         Verdict::Throttled => {
-            let pause = run.throttle.tighten();
-            Next::Throttled(now + chrono::Duration::from_std(pause).unwrap_or_default())
+            run.pace.throttled();
+            *run.last_throttled.lock().expect("throttled") = Some(Instant::now());
+            Next::Throttled(now + chrono::Duration::from_std(THROTTLED_AGAIN).expect("short"))
         }
         Verdict::Temporary => {
             let shift = (c.tries.max(1) - 1).min(12) as u32;
@@ -631,38 +812,6 @@ async fn send_one(run: &Run, session: &mut Session, job: &Job) -> Finished {
         run.reached.store(true, Ordering::SeqCst);
     }
     finished(run, c, job.lease_until, now, next, outcome.text())
-}
-
-/// Slows every worker down after a throttling reply, and speeds up again on success.
-#[derive(Default)]
-struct Throttle {
-    delay_ms: AtomicU64,
-}
-
-impl Throttle {
-    async fn wait(&self) {
-        let ms = self.delay_ms.load(Ordering::Relaxed);
-        if ms > 0 {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-        }
-    }
-
-    /// Doubles the pause (from half a second up to 30 s) and returns it.
-    fn tighten(&self) -> Duration {
-        let old = self.delay_ms.load(Ordering::Relaxed);
-        let new = (old * 2).clamp(500, 30_000);
-        self.delay_ms.store(new, Ordering::Relaxed);
-        Duration::from_millis(new)
-    }
-
-    fn relax(&self) {
-        let old = self.delay_ms.load(Ordering::Relaxed);
-        if old > 0 {
-            let new = old * 7 / 8;
-            self.delay_ms
-                .store(if new < 20 { 0 } else { new }, Ordering::Relaxed);
-        }
-    }
 }
 
 /// `--rate N`: letters are spaced 1/N s apart. With Redis the schedule is shared by every
