@@ -57,11 +57,10 @@ pg_start() {
         start >/dev/null
 }
 
-db_url() { # backend dir
+db_url() { # backend dir (PostgreSQL: pg_start first, in this shell, not in $(...))
     if [[ $1 == sqlite ]]; then
         echo "sqlite://$2/data/mailctl.db"
     else
-        pg_start
         local name=scale_$RANDOM$RANDOM
         psql -X -q -d "postgres://postgres@127.0.0.1:$PG_PORT/postgres" -c "CREATE DATABASE $name"
         echo "postgres://postgres@127.0.0.1:$PG_PORT/$name"
@@ -212,4 +211,5 @@ part_kills() {
     done
 }
 
+[[ $PARTS == *share* || $BACKENDS == *postgres* ]] && pg_start
 for part in $PARTS; do "part_$part"; done
