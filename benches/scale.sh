@@ -86,16 +86,15 @@ setup() { # dir db_url count
         --all-clients >/dev/null
 }
 
-sink() { # dir [smtp-sink options...]: starts smtp-sink dumping to dir/dump, prints its port
-    local dir=$1 port
+sink() { # dir [smtp-sink options...]: starts smtp-sink dumping to dir/dump; sets SINK_PORT
+    local dir=$1
     shift
-    port=$(free_port)
-    /usr/sbin/smtp-sink -u "$([[ $(id -u) == 0 ]] && echo nobody || id -un)" -D "$dir/dump" "$@" \
-        "127.0.0.1:$port" 2048 &
-    PIDS+=($!)
+    SINK_PORT=$(free_port)
     chmod 777 "$dir"
+    /usr/sbin/smtp-sink -u "$([[ $(id -u) == 0 ]] && echo nobody || id -un)" -D "$dir/dump" "$@" \
+        "127.0.0.1:$SINK_PORT" 2048 >"$dir/sink.log" 2>&1 &
+    PIDS+=($!)
     sleep 0.3
-    echo "$port"
 }
 
 # "distinct total": recipients that got a letter, and letters, from a smtp-sink dump.
@@ -118,8 +117,8 @@ part_share() {
     echo "== share: smtp-sink -w 1, $n recipients, --concurrency $c, PostgreSQL"
     local d1=$WORK/share1 d4=$WORK/share4
     mkdir -p "$d1" "$d4"
-    local port1 port4
-    port1=$(sink "$d1" -w 1)
+    sink "$d1" -w 1
+    local port1=$SINK_PORT
     setup "$d1" "$(db_url postgres "$d1")" "$n"
     export MAILCTL_SMTP_URL=smtp://127.0.0.1:$port1
     local t0 t1
@@ -130,7 +129,8 @@ part_share() {
     one=$(calc "round($t1 - $t0, 2)")
     echo "one worker: $(json "$d1/w0.json" "['sent']") letters in ${one}s"
 
-    port4=$(sink "$d4" -w 1)
+    sink "$d4" -w 1
+    local port4=$SINK_PORT
     setup "$d4" "$(db_url postgres "$d4")" "$n"
     export MAILCTL_SMTP_URL=smtp://127.0.0.1:$port4
     t0=$(now)
@@ -191,8 +191,8 @@ part_kills() {
         echo "== kills: smtp-sink, $n recipients, --concurrency $c, $KILLS x SIGKILL, $backend"
         local d=$WORK/kills-$backend
         mkdir -p "$d"
-        local port
-        port=$(sink "$d")
+        sink "$d"
+        local port=$SINK_PORT
         setup "$d" "$(db_url "$backend" "$d")" "$n"
         export MAILCTL_SMTP_URL=smtp://127.0.0.1:$port
         for k in $(seq "$KILLS"); do

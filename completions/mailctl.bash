@@ -280,6 +280,9 @@ _mailctl() {
             mailctl__subcmd__help__subcmd__users,unblock)
                 cmd="mailctl__subcmd__help__subcmd__users__subcmd__unblock"
                 ;;
+            mailctl__subcmd__help__subcmd__users,unlock)
+                cmd="mailctl__subcmd__help__subcmd__users__subcmd__unlock"
+                ;;
             mailctl__subcmd__mailings,add)
                 cmd="mailctl__subcmd__mailings__subcmd__add"
                 ;;
@@ -412,6 +415,9 @@ _mailctl() {
             mailctl__subcmd__users,unblock)
                 cmd="mailctl__subcmd__users__subcmd__unblock"
                 ;;
+            mailctl__subcmd__users,unlock)
+                cmd="mailctl__subcmd__users__subcmd__unlock"
+                ;;
             mailctl__subcmd__users__subcmd__help,block)
                 cmd="mailctl__subcmd__users__subcmd__help__subcmd__block"
                 ;;
@@ -423,6 +429,9 @@ _mailctl() {
                 ;;
             mailctl__subcmd__users__subcmd__help,unblock)
                 cmd="mailctl__subcmd__users__subcmd__help__subcmd__unblock"
+                ;;
+            mailctl__subcmd__users__subcmd__help,unlock)
+                cmd="mailctl__subcmd__users__subcmd__help__subcmd__unlock"
                 ;;
             *)
                 ;;
@@ -1631,7 +1640,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__help__subcmd__users)
-            opts="list block unblock"
+            opts="list block unblock unlock"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1673,6 +1682,20 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__help__subcmd__users__subcmd__unblock)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mailctl__subcmd__help__subcmd__users__subcmd__unlock)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -2737,7 +2760,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__users)
-            opts="-h -V --database-url --format --help --version list block unblock help"
+            opts="-h -V --database-url --format --help --version list block unblock unlock help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2781,7 +2804,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__users__subcmd__help)
-            opts="list block unblock help"
+            opts="list block unblock unlock help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2850,6 +2873,20 @@ _mailctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        mailctl__subcmd__users__subcmd__help__subcmd__unlock)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         mailctl__subcmd__users__subcmd__list)
             opts="-h -V --database-url --format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -2873,6 +2910,28 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__users__subcmd__unblock)
+            opts="-h -V --database-url --format --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --database-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "table json csv" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mailctl__subcmd__users__subcmd__unlock)
             opts="-h -V --database-url --format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -39,7 +39,7 @@ complete -c mailctl -n "__fish_mailctl_needs_command" -f -a "login" -d 'Log in a
 complete -c mailctl -n "__fish_mailctl_needs_command" -f -a "logout" -d 'End the current session'
 complete -c mailctl -n "__fish_mailctl_needs_command" -f -a "whoami" -d 'Show the logged-in account'
 complete -c mailctl -n "__fish_mailctl_needs_command" -f -a "password" -d 'Reset or change a password'
-complete -c mailctl -n "__fish_mailctl_needs_command" -f -a "users" -d 'List, block and unblock accounts (managers and administrators)'
+complete -c mailctl -n "__fish_mailctl_needs_command" -f -a "users" -d 'List, block, unblock and unlock accounts (managers and administrators)'
 complete -c mailctl -n "__fish_mailctl_needs_command" -f -a "serve" -d 'Serve the emailed links: /confirm/{token}, /reset/{token}, /unsubscribe/{token}'
 complete -c mailctl -n "__fish_mailctl_needs_command" -f -a "clients" -d 'Recipients of mailings'
 complete -c mailctl -n "__fish_mailctl_needs_command" -f -a "messages" -d 'Letters: subject and body'
@@ -134,16 +134,17 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_see
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from help" -f -a "reset" -d 'Email a password reset link (the same reply whether or not the account exists)'
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from help" -f -a "change" -d 'Change the password of the logged-in account (old, then new)'
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock help" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock help" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock unlock help" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock unlock help" -l format -d 'Output format for records' -r -f -a "table\t''
 json\t''
 csv\t''"
-complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock help" -s h -l help -d 'Print help'
-complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock help" -s V -l version -d 'Print version'
-complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock help" -f -a "list" -d 'List accounts'
-complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock help" -f -a "block" -d 'Block an account: no login, sessions end, mailings stop'
-complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock help" -f -a "unblock" -d 'Unblock an account'
-complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock unlock help" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock unlock help" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock unlock help" -f -a "list" -d 'List accounts'
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock unlock help" -f -a "block" -d 'Block an account: no login, sessions end, mailings stop'
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock unlock help" -f -a "unblock" -d 'Unblock an account'
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock unlock help" -f -a "unlock" -d 'Clear an account\'s login-throttle lock (administrators only)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock unlock help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from list" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from list" -l format -d 'Output format for records' -r -f -a "table\t''
 json\t''
@@ -162,9 +163,16 @@ json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unblock" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unblock" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unlock" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unlock" -l format -d 'Output format for records' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unlock" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unlock" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from help" -f -a "list" -d 'List accounts'
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from help" -f -a "block" -d 'Block an account: no login, sessions end, mailings stop'
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from help" -f -a "unblock" -d 'Unblock an account'
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from help" -f -a "unlock" -d 'Clear an account\'s login-throttle lock (administrators only)'
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c mailctl -n "__fish_mailctl_using_subcommand serve" -l bind -d 'Address to listen on' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand serve" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
@@ -480,7 +488,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand help; and not __fish_see
 complete -c mailctl -n "__fish_mailctl_using_subcommand help; and not __fish_seen_subcommand_from migrate csu create-user create-manager register login logout whoami password users serve clients messages mailings attempts send-due stats completions doctor help" -f -a "logout" -d 'End the current session'
 complete -c mailctl -n "__fish_mailctl_using_subcommand help; and not __fish_seen_subcommand_from migrate csu create-user create-manager register login logout whoami password users serve clients messages mailings attempts send-due stats completions doctor help" -f -a "whoami" -d 'Show the logged-in account'
 complete -c mailctl -n "__fish_mailctl_using_subcommand help; and not __fish_seen_subcommand_from migrate csu create-user create-manager register login logout whoami password users serve clients messages mailings attempts send-due stats completions doctor help" -f -a "password" -d 'Reset or change a password'
-complete -c mailctl -n "__fish_mailctl_using_subcommand help; and not __fish_seen_subcommand_from migrate csu create-user create-manager register login logout whoami password users serve clients messages mailings attempts send-due stats completions doctor help" -f -a "users" -d 'List, block and unblock accounts (managers and administrators)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and not __fish_seen_subcommand_from migrate csu create-user create-manager register login logout whoami password users serve clients messages mailings attempts send-due stats completions doctor help" -f -a "users" -d 'List, block, unblock and unlock accounts (managers and administrators)'
 complete -c mailctl -n "__fish_mailctl_using_subcommand help; and not __fish_seen_subcommand_from migrate csu create-user create-manager register login logout whoami password users serve clients messages mailings attempts send-due stats completions doctor help" -f -a "serve" -d 'Serve the emailed links: /confirm/{token}, /reset/{token}, /unsubscribe/{token}'
 complete -c mailctl -n "__fish_mailctl_using_subcommand help; and not __fish_seen_subcommand_from migrate csu create-user create-manager register login logout whoami password users serve clients messages mailings attempts send-due stats completions doctor help" -f -a "clients" -d 'Recipients of mailings'
 complete -c mailctl -n "__fish_mailctl_using_subcommand help; and not __fish_seen_subcommand_from migrate csu create-user create-manager register login logout whoami password users serve clients messages mailings attempts send-due stats completions doctor help" -f -a "messages" -d 'Letters: subject and body'
@@ -496,6 +504,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_su
 complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from users" -f -a "list" -d 'List accounts'
 complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from users" -f -a "block" -d 'Block an account: no login, sessions end, mailings stop'
 complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from users" -f -a "unblock" -d 'Unblock an account'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from users" -f -a "unlock" -d 'Clear an account\'s login-throttle lock (administrators only)'
 complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from clients" -f -a "add" -d 'Add a client'
 complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from clients" -f -a "list" -d 'List clients'
 complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from clients" -f -a "show" -d 'Show one client'

@@ -94,7 +94,7 @@ pub enum Command {
     /// Reset or change a password
     #[command(subcommand)]
     Password(PasswordCmd),
-    /// List, block and unblock accounts (managers and administrators)
+    /// List, block, unblock and unlock accounts (managers and administrators)
     #[command(subcommand)]
     Users(UsersCmd),
     /// Serve the emailed links: /confirm/{token}, /reset/{token}, /unsubscribe/{token}
@@ -180,6 +180,9 @@ pub enum UsersCmd {
     /// Unblock an account
     #[command(after_help = "Example:\n  mailctl users unblock ann@example.com")]
     Unblock { email: String },
+    /// Clear an account's login-throttle lock (administrators only)
+    #[command(after_help = "Example:\n  mailctl users unlock admin@example.com")]
+    Unlock { email: String },
 }
 
 #[derive(Debug, Args)]

@@ -77,7 +77,7 @@ fn register_confirm_login_as_a_person(env: &mut Env) {
         0
     );
 
-    // A GET (what a mail scanner does) shows a button and changes nothing, however often.
+    // A GET (what a mail scanner does) shows the form and changes nothing, however often.
     for _ in 0..2 {
         let page = server.get(&path);
         page.expect(200).assert_no_store();
@@ -87,13 +87,20 @@ fn register_confirm_login_as_a_person(env: &mut Env) {
             page.body
         );
         assert!(page.body.contains("<button"), "{}", page.body);
+        assert!(page.body.contains("name=\"password\""), "{}", page.body);
         assert!(page.body.contains(email));
     }
     assert!(!confirmed(env, email));
     login(env, "newbie", email, PASSWORD).expect_code(3);
 
-    // Pressing the button confirms.
-    let done = server.post(&path, "");
+    // The button confirms only with the password chosen at registration.
+    for body in ["", "password=", "password=not-the-password"] {
+        let wrong = server.post(&path, body);
+        wrong.expect(400).assert_no_store();
+        assert!(wrong.body.contains("not the password"), "{}", wrong.body);
+    }
+    assert!(!confirmed(env, email));
+    let done = server.post(&path, &format!("password={PASSWORD}"));
     done.expect(200).assert_no_store();
     assert!(done.body.contains("confirmed"), "{}", done.body);
     assert!(confirmed(env, email));
@@ -103,7 +110,10 @@ fn register_confirm_login_as_a_person(env: &mut Env) {
     assert_eq!(me["role"], "user");
 
     // Single use: the same link again is gone (410), GET and POST alike.
-    server.post(&path, "").expect(410).assert_no_store();
+    server
+        .post(&path, &format!("password={PASSWORD}"))
+        .expect(410)
+        .assert_no_store();
     let again = server.get(&path);
     again.expect(410);
     assert!(again.body.contains("already been used"), "{}", again.body);
@@ -133,14 +143,25 @@ fn registering_an_existing_address_reveals_nothing(env: &mut Env) {
     register(env, "not-an-email", PASSWORD).expect_code(5);
     register(env, "short@example.com", "short").expect_code(5);
 
-    // Registering an unconfirmed address again sends a fresh link bound to the new password;
-    // the older link stops working.
+    // Registering an unconfirmed address again sends another link, bound to the password given
+    // then; the older link still confirms only with the first password. Once one is used,
+    // every other is spent.
     let first = last_link(env, "fresh@example.com", "confirm");
     register(env, "fresh@example.com", "second-password-2").success();
     let second = last_link(env, "fresh@example.com", "confirm");
     assert_ne!(first, second);
-    server.post(&first, "").expect(410);
-    server.post(&second, "").expect(200);
+    server
+        .post(&first, "password=second-password-2")
+        .expect(400);
+    server
+        .post(&second, &format!("password={PASSWORD}"))
+        .expect(400);
+    server
+        .post(&second, "password=second-password-2")
+        .expect(200);
+    server
+        .post(&first, &format!("password={PASSWORD}"))
+        .expect(410);
     login(env, "fresh", "fresh@example.com", PASSWORD).expect_code(3);
     login(env, "fresh", "fresh@example.com", "second-password-2").success();
 }
@@ -230,7 +251,7 @@ fn expired_and_foreign_tokens_are_refused(env: &mut Env) {
     let swapped = confirm.replace("/confirm/", "/reset/");
     server.get(&swapped).expect(404).assert_no_store();
     server
-        .post(&reset.replace("/reset/", "/confirm/"), "")
+        .post(&reset.replace("/reset/", "/confirm/"), "password=x")
         .expect(404);
 
     // Expired: a plain page, 410, and nothing happens.
@@ -244,7 +265,9 @@ fn expired_and_foreign_tokens_are_refused(env: &mut Env) {
     let page = server.get(&confirm);
     page.expect(410).assert_no_store();
     assert!(page.body.contains("expired"), "{}", page.body);
-    server.post(&confirm, "").expect(410);
+    server
+        .post(&confirm, &format!("password={PASSWORD}"))
+        .expect(410);
     server
         .post(&reset, "password=new-password-1&password2=new-password-1")
         .expect(410);
@@ -300,13 +323,13 @@ fn login_is_throttled_in_the_database(env: &mut Env) {
     // When the failures are older than 15 minutes, logging in works again and clears them.
     sql(
         env,
-        "UPDATE login_failures SET failed_at = '2000-01-01T00:00:00+00:00'",
+        "UPDATE login_throttle SET window_start = '2000-01-01T00:00:00+00:00'",
     );
     login(env, "ann", "ann@example.com", PASSWORD).success();
     assert_eq!(
         sql_count(
             env,
-            "SELECT COUNT(*) FROM login_failures WHERE email_key = 'ann@example.com'"
+            "SELECT COUNT(*) FROM login_throttle WHERE email_key = 'ann@example.com'"
         ),
         0
     );
@@ -323,7 +346,7 @@ fn login_is_throttled_in_redis() {
     for _ in 0..5 {
         login(&env, "ann", "ann@example.com", "wrong-password").expect_code(3);
     }
-    assert_eq!(sql_count(&env, "SELECT COUNT(*) FROM login_failures"), 0);
+    assert_eq!(sql_count(&env, "SELECT COUNT(*) FROM login_throttle"), 0);
     let refused = login(&env, "ann", "ann@example.com", PASSWORD);
     refused.expect_code(3);
     assert!(
@@ -343,7 +366,10 @@ fn login_is_throttled_in_redis() {
         r.stderr()
     );
     login(&env, "ann", "ann@example.com", "wrong-password").expect_code(3);
-    assert_eq!(sql_count(&env, "SELECT COUNT(*) FROM login_failures"), 1);
+    assert_eq!(
+        sql_count(&env, "SELECT COALESCE(SUM(tries), 0) FROM login_throttle"),
+        1
+    );
 }
 
 /// The whole path with a real SMTP server instead of the outbox.
@@ -364,7 +390,9 @@ fn register_through_smtp_then_confirm_and_log_in() {
     );
     server.get(&path).expect(200);
     login(&env, "p", "smtp-person@example.com", PASSWORD).expect_code(3);
-    server.post(&path, "").expect(200);
+    server
+        .post(&path, &format!("password={PASSWORD}"))
+        .expect(200);
     login(&env, "p", "smtp-person@example.com", PASSWORD).success();
 }
 

@@ -39,7 +39,14 @@ fn confirm_and_reset_pages_in_a_real_browser() {
         "--base",
         &format!("http://127.0.0.1:{}", server.port),
     ])
-    .args(["--confirm", &confirm, "--reset", &reset]);
+    .args([
+        "--confirm",
+        &confirm,
+        "--password",
+        PASSWORD,
+        "--reset",
+        &reset,
+    ]);
     if let Ok(dir) = std::env::var("MAILCTL_BROWSER_SCREENSHOTS") {
         std::fs::create_dir_all(&dir).unwrap();
         cmd.args(["--screenshots", &dir]);

@@ -92,6 +92,8 @@ pub enum Capability {
     ToggleMailings,
     /// create-user, create-manager, csu (once an administrator exists)
     CreateAccounts,
+    /// users unlock: clear a login-throttle lock
+    UnlockLogins,
 }
 
 pub fn require(actor: &Actor, cap: Capability) -> Result<()> {
@@ -99,13 +101,13 @@ pub fn require(actor: &Actor, cap: Capability) -> Result<()> {
         Capability::ManageUsers | Capability::ToggleMailings => {
             matches!(actor.role, Role::Manager | Role::Admin)
         }
-        Capability::CreateAccounts => actor.role == Role::Admin,
+        Capability::CreateAccounts | Capability::UnlockLogins => actor.role == Role::Admin,
     };
     if allowed {
         Ok(())
     } else {
         let who = match cap {
-            Capability::CreateAccounts => "an administrator",
+            Capability::CreateAccounts | Capability::UnlockLogins => "an administrator",
             _ => "a manager or an administrator",
         };
         Err(Error::forbidden(format!(
@@ -170,6 +172,8 @@ mod tests {
         assert!(require(&actor(Role::Manager), Capability::ManageUsers).is_ok());
         assert!(require(&actor(Role::Manager), Capability::CreateAccounts).is_err());
         assert!(require(&actor(Role::Admin), Capability::CreateAccounts).is_ok());
+        assert!(require(&actor(Role::Manager), Capability::UnlockLogins).is_err());
+        assert!(require(&actor(Role::Admin), Capability::UnlockLogins).is_ok());
     }
 
     #[test]

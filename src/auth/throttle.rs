@@ -1,10 +1,14 @@
-//! Login throttling: after `MAX_FAILURES` failed logins for one account (by lower-cased email)
-//! within `WINDOW`, further attempts are refused until the oldest of those failures is older
-//! than the window. The count is kept in Redis when `MAILCTL_REDIS_URL` is set (shared by every
-//! host), otherwise, or when Redis does not answer, in the database.
+//! Login throttling: at most `MAX_TRIES` password checks per account (by lower-cased email)
+//! per `WINDOW_MINUTES`. A try is *reserved* before the password is checked, in one atomic
+//! step (one Redis Lua script, or one SQL upsert), so parallel logins cannot all slip past a
+//! separate "how many so far?" check. A successful login gives the tries back; `mailctl users
+//! unlock` (administrators) clears a lock at once.
 //!
-//! The key is the email as typed, whether or not such an account exists, so throttling tells
-//! nothing about which accounts exist. A refused attempt does not verify the password at all.
+//! With `MAILCTL_REDIS_URL` the tries live in Redis (shared by every host; a sliding window);
+//! otherwise, or when Redis does not answer, in the database (a window that starts at the
+//! first try). The key is the email as typed, whether or not such an account exists, so
+//! throttling tells nothing about which accounts exist; a refused try checks no password, so
+//! its reply cannot tell a right password from a wrong one.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 
@@ -14,7 +18,7 @@ use crate::db::accounts::email_key;
 use crate::db::{Db, now, tokens};
 use crate::error::{Error, Result};
 
-pub const MAX_FAILURES: i64 = 5;
+pub const MAX_TRIES: i64 = 5;
 pub const WINDOW_MINUTES: i64 = 15;
 
 fn window() -> Duration {
@@ -43,10 +47,9 @@ async fn connect_redis(url: &str) -> Option<redis::aio::MultiplexedConnection> {
     }
 }
 
-fn refused(oldest: Option<DateTime<Utc>>) -> Error {
-    let wait = oldest
-        .map(|t| (t + window() - Utc::now()).num_seconds().max(1))
-        .unwrap_or(WINDOW_MINUTES * 60);
+/// The reply to a refused try; `since` is when the oldest counted try was made.
+fn refused(since: DateTime<Utc>) -> Error {
+    let wait = (since + window() - Utc::now()).num_seconds().max(1);
     let minutes = (wait + 59) / 60;
     Error::forbidden(format!(
         "too many failed logins for this account: try again in {minutes} minute{}",
@@ -58,57 +61,49 @@ fn redis_err(e: redis::RedisError) -> Error {
     Error::runtime(format!("redis: {e}"))
 }
 
-async fn redis_window(
+/// Drops tries older than the window, then adds this one unless the window is full. Returns
+/// {1, 0} when reserved, {0, oldest try in ms} when refused. One script: atomic in Redis.
+const RESERVE_LUA: &str = r"
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[1]) - tonumber(ARGV[2]))
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return {0, tonumber(oldest[2])}
+end
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return {1, 0}
+";
+
+async fn redis_reserve(
     conn: &mut redis::aio::MultiplexedConnection,
     key: &str,
-    since: DateTime<Utc>,
-) -> Result<(i64, Option<DateTime<Utc>>)> {
-    let (scores,): (Vec<(String, f64)>,) = redis::pipe()
-        .atomic()
-        .cmd("ZREMRANGEBYSCORE")
-        .arg(key)
-        .arg("-inf")
-        .arg(since.timestamp_millis())
-        .ignore()
-        .cmd("ZRANGE")
-        .arg(key)
-        .arg(0)
-        .arg(-1)
-        .arg("WITHSCORES")
-        .query_async(conn)
+) -> Result<std::result::Result<(), DateTime<Utc>>> {
+    let at = now().timestamp_millis();
+    let (reserved, oldest): (i64, i64) = redis::Script::new(RESERVE_LUA)
+        .key(key)
+        .arg(at)
+        .arg(window().num_milliseconds())
+        .arg(MAX_TRIES)
+        .arg(format!("{at}:{}", token::generate()))
+        .invoke_async(conn)
         .await
         .map_err(redis_err)?;
-    let oldest = scores
-        .first()
-        .and_then(|(_, ms)| Utc.timestamp_millis_opt(*ms as i64).single());
-    Ok((scores.len() as i64, oldest))
+    if reserved == 1 {
+        return Ok(Ok(()));
+    }
+    let since = Utc
+        .timestamp_millis_opt(oldest)
+        .single()
+        .unwrap_or_else(Utc::now);
+    Ok(Err(since))
 }
 
-async fn redis_failed(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> Result<()> {
-    let at = now().timestamp_millis();
-    let member = format!("{at}:{}", token::generate());
-    redis::pipe()
-        .atomic()
-        .cmd("ZADD")
-        .arg(key)
-        .arg(at)
-        .arg(member)
-        .ignore()
-        .cmd("PEXPIRE")
-        .arg(key)
-        .arg(window().num_milliseconds())
-        .ignore()
-        .query_async::<()>(conn)
-        .await
-        .map_err(redis_err)
-}
-
-async fn redis_clear(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> Result<()> {
+async fn redis_clear(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> Result<bool> {
     redis::cmd("DEL")
         .arg(key)
         .query_async::<i64>(conn)
         .await
-        .map(|_| ())
+        .map(|n| n > 0)
         .map_err(redis_err)
 }
 
@@ -125,7 +120,7 @@ impl<'a> Throttle<'a> {
         }
     }
 
-    /// True when the failures are counted in Redis.
+    /// True when the tries are counted in Redis.
     pub fn uses_redis(&self) -> bool {
         self.redis.is_some()
     }
@@ -135,42 +130,38 @@ impl<'a> Throttle<'a> {
         self.redis = None;
     }
 
-    /// Refuses (exit 3) when the account has too many recent failures.
-    pub async fn check(&mut self) -> Result<()> {
-        let since = now() - window();
+    /// Takes one try before the password is checked, or refuses (exit 3) when the account has
+    /// used its tries for this window. The try stays counted unless `succeeded` follows.
+    pub async fn reserve(&mut self) -> Result<()> {
         if let Some(conn) = self.redis.as_mut() {
-            match redis_window(conn, &redis_key(&self.email), since).await {
-                Ok((count, oldest)) if count >= MAX_FAILURES => return Err(refused(oldest)),
-                Ok(_) => return Ok(()),
+            match redis_reserve(conn, &redis_key(&self.email)).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(since)) => return Err(refused(since)),
                 Err(e) => self.redis_down(&e),
             }
         }
-        if tokens::failures_since(self.db, &self.email, since).await? >= MAX_FAILURES {
-            let oldest = tokens::oldest_failure_since(self.db, &self.email, since).await?;
-            return Err(refused(oldest));
+        let (tries, since) = tokens::reserve_try(self.db, &self.email, now() - window()).await?;
+        if tries > MAX_TRIES {
+            return Err(refused(since));
         }
         Ok(())
     }
 
-    /// Counts one failed login.
-    pub async fn failed(&mut self) -> Result<()> {
-        if let Some(conn) = self.redis.as_mut() {
-            match redis_failed(conn, &redis_key(&self.email)).await {
-                Ok(()) => return Ok(()),
-                Err(e) => self.redis_down(&e),
-            }
-        }
-        tokens::record_failure(self.db, &self.email, now() - window()).await
+    /// Gives the tries back after a successful login.
+    pub async fn succeeded(&mut self) -> Result<()> {
+        self.clear().await.map(|_| ())
     }
 
-    /// Forgets the failures after a successful login.
-    pub async fn succeeded(&mut self) -> Result<()> {
+    /// Forgets every try of the account (`users unlock`); true when there were any.
+    pub async fn clear(&mut self) -> Result<bool> {
+        let mut any = false;
         if let Some(conn) = self.redis.as_mut() {
             match redis_clear(conn, &redis_key(&self.email)).await {
-                Ok(()) => return Ok(()),
+                Ok(cleared) => any = cleared,
                 Err(e) => self.redis_down(&e),
             }
         }
-        tokens::clear_failures(self.db, &self.email).await
+        // The database too: tries counted there while Redis was down still hold.
+        Ok(tokens::clear_tries(self.db, &self.email).await? || any)
     }
 }

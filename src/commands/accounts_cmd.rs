@@ -35,11 +35,16 @@ pub async fn create(ctx: &Ctx, args: NewAccount, role: Role) -> Result<()> {
     print_one(ctx.format(), &account)
 }
 
+/// The one reply to a failed login: an unknown address, a wrong password and a blocked
+/// account (right password or not) read the same, so the reply tells nothing.
+pub const LOGIN_REFUSED: &str = "wrong email or password, or the account is blocked";
+
 pub async fn login(ctx: &Ctx, args: LoginArgs) -> Result<()> {
     let db = ctx.db().await?;
     let pw = read_password(args.password_stdin, "Password", false)?;
     let mut throttle = crate::auth::throttle::Throttle::new(&ctx.config, db, &args.email).await;
-    throttle.check().await?;
+    // The try is taken before the password is checked: parallel logins cannot exceed the limit.
+    throttle.reserve().await?;
     let creds = accounts::credentials(db, &args.email).await?;
     // Verify against a dummy hash when there is no such account: same time, same answer.
     let hash = creds
@@ -47,14 +52,10 @@ pub async fn login(ctx: &Ctx, args: LoginArgs) -> Result<()> {
         .map(|c| c.password_hash.as_str())
         .unwrap_or(password::dummy_hash());
     let ok = password::verify(&pw, hash);
-    let Some(creds) = creds.filter(|_| ok) else {
-        throttle.failed().await?;
-        return Err(Error::forbidden("wrong email or password"));
+    let Some(creds) = creds.filter(|c| ok && !c.blocked) else {
+        return Err(Error::forbidden(LOGIN_REFUSED));
     };
     throttle.succeeded().await?;
-    if creds.blocked {
-        return Err(Error::forbidden("this account is blocked"));
-    }
     if !creds.email_confirmed {
         return Err(Error::forbidden(
             "this account's email is not confirmed yet: open the link in the confirmation letter",

@@ -26,6 +26,7 @@ pub mod register;
 pub mod send;
 pub mod serve;
 pub mod stats;
+pub mod system_letters;
 pub mod users;
 
 /// What every command may need, opened lazily so `completions` or `--help` touch nothing.

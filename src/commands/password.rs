@@ -1,15 +1,18 @@
 //! password reset | change.
 
+use std::time::Instant;
+
 use chrono::Duration;
 
-use super::register::send_letter;
+use super::system_letters::queue_and_flush;
 use super::{Ctx, notice, read_password};
 use crate::auth::throttle::Throttle;
 use crate::auth::{password, session, token};
 use crate::cli::PasswordCmd;
 use crate::db::accounts;
-use crate::db::tokens::{self, Purpose};
+use crate::db::system_letters::Kind;
 use crate::error::{Error, Result};
+use crate::mail::transport::Endpoint;
 use crate::validate;
 
 pub async fn run(ctx: &Ctx, cmd: PasswordCmd) -> Result<()> {
@@ -19,30 +22,18 @@ pub async fn run(ctx: &Ctx, cmd: PasswordCmd) -> Result<()> {
     }
 }
 
-/// Emails a reset link when the account exists; the reply is the same either way, so the
-/// command cannot be used to learn which addresses have accounts.
+/// Emails a reset link when the account exists; the reply is the same either way (exit code,
+/// words, and time: the letter is queued and the queue sent for a fixed while), so the command
+/// cannot be used to learn which addresses have accounts, with the mail server up or down.
 async fn reset(ctx: &Ctx, email: &str) -> Result<()> {
     let email = validate::email("email", email)?;
+    Endpoint::from_config(&ctx.config)?;
+    let started = Instant::now();
     let db = ctx.db().await?;
-    if let Some(account) = accounts::find_by_email(db, &email).await? {
-        let tok = tokens::issue(db, account.id, Purpose::Reset, None).await?;
-        let text = format!(
-            "Hello,\n\n\
-             someone (we hope you) asked to reset the password of the mailctl account\n\
-             {}. To choose a new password, open this link:\n\n\
-             {}/reset/{tok}\n\n\
-             The link works once and for 1 hour; using it logs the account out everywhere.\n\
-             If you did not ask for this, ignore this letter: your password stays as it is.\n",
-            account.email, ctx.config.base_url
-        );
-        send_letter(
-            &ctx.config,
-            &account.email,
-            "Reset your mailctl password",
-            &text,
-        )
-        .await?;
-    }
+    let letter = accounts::find_by_email(db, &email)
+        .await?
+        .map(|account| (Kind::Reset, account.id, None));
+    queue_and_flush(ctx, started, letter).await?;
     notice(format!(
         "if an account with {email} exists, a password reset link was sent to it (valid for 1 hour)"
     ));
@@ -62,11 +53,11 @@ async fn change(ctx: &Ctx, from_stdin: bool) -> Result<()> {
     // Wrong current passwords count like failed logins, so a left-open terminal cannot be
     // used to guess the password.
     let mut throttle = Throttle::new(&ctx.config, db, &creds.email).await;
-    throttle.check().await?;
+    throttle.reserve().await?;
     if !password::verify(&old, &creds.password_hash) {
-        throttle.failed().await?;
         return Err(Error::forbidden("the current password is wrong"));
     }
+    throttle.succeeded().await?;
     password::validate(&new)?;
     accounts::set_password(db, creds.id, &password::hash(&new)?).await?;
     accounts::delete_sessions_of(db, creds.id).await?;

@@ -12,6 +12,7 @@ use crate::mail::transport::Endpoint;
 use crate::output::{Format, time};
 
 pub async fn send_due(ctx: &Ctx, args: SendArgs) -> Result<()> {
+    super::system_letters::flush_for_send_due(ctx, args.opts.dry_run).await?;
     // A bad MAILCTL_SMTP_URL or MAILCTL_SMTP_CA_FILE fails every run, also one with nothing
     // due, so cron mails the error the first time rather than on the day a mailing starts.
     let endpoint = Endpoint::from_config(&ctx.config)?;

@@ -1,7 +1,8 @@
-//! users list | block | unblock (managers and administrators).
+//! users list | block | unblock (managers and administrators) | unlock (administrators).
 
 use super::{Ctx, notice};
 use crate::auth::policy::{self, Capability};
+use crate::auth::throttle::Throttle;
 use crate::cli::UsersCmd;
 use crate::db::accounts;
 use crate::error::{Error, Result};
@@ -15,7 +16,25 @@ pub async fn run(ctx: &Ctx, cmd: UsersCmd) -> Result<()> {
         UsersCmd::List => print_list(ctx.format(), &accounts::list(db).await?),
         UsersCmd::Block { email } => set_blocked(ctx, &actor, &email, true).await,
         UsersCmd::Unblock { email } => set_blocked(ctx, &actor, &email, false).await,
+        UsersCmd::Unlock { email } => unlock(ctx, &actor, &email).await,
     }
+}
+
+/// Clears the login-throttle lock of an existing account (in Redis and in the database).
+async fn unlock(ctx: &Ctx, actor: &policy::Actor, email: &str) -> Result<()> {
+    policy::require(actor, Capability::UnlockLogins)?;
+    let db = ctx.db().await?;
+    let target = accounts::find_by_email(db, email)
+        .await?
+        .ok_or_else(|| Error::not_found("account", email))?;
+    let mut throttle = Throttle::new(&ctx.config, db, &target.email).await;
+    let had = throttle.clear().await?;
+    notice(if had {
+        format!("unlocked {}: its failed logins are forgotten", target.email)
+    } else {
+        format!("{} had no failed logins to forget", target.email)
+    });
+    Ok(())
 }
 
 async fn set_blocked(ctx: &Ctx, actor: &policy::Actor, email: &str, blocked: bool) -> Result<()> {

@@ -27,6 +27,7 @@ pub mod mailings;
 pub mod messages;
 pub mod stats;
 pub mod suppressions;
+pub mod system_letters;
 pub mod tokens;
 
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");

@@ -35,9 +35,11 @@ impl Purpose {
     }
 }
 
-/// Issues a new token for an account, spending (invalidating) the older unused tokens of the
-/// same purpose, and returns the raw token for the letter. `password_hash` is kept only on
-/// confirmation tokens: the password chosen at the registration that sent this link.
+/// Issues a new token for an account and returns the raw token for the letter. A reset token
+/// spends (invalidates) the older unused reset tokens. Confirmation tokens do not spend each
+/// other: each carries (`password_hash`) the password chosen at the registration that sent it,
+/// and confirms only for a reader who types that password, so a later registration of the same
+/// address cannot change what an earlier link does. Confirming spends them all.
 pub async fn issue(
     db: &Db,
     account_id: i64,
@@ -49,12 +51,14 @@ pub async fn issue(
     let expires = created + purpose.lifetime();
     on_pool!(db, p => {
         let mut tx = p.begin().await?;
-        sqlx::query("UPDATE account_tokens SET used_at = $1 WHERE account_id = $2 AND purpose = $3 AND used_at IS NULL")
-            .bind(created)
-            .bind(account_id)
-            .bind(purpose.as_str())
-            .execute(&mut *tx)
-            .await?;
+        if purpose == Purpose::Reset {
+            sqlx::query("UPDATE account_tokens SET used_at = $1 WHERE account_id = $2 AND purpose = $3 AND used_at IS NULL")
+                .bind(created)
+                .bind(account_id)
+                .bind(purpose.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
         sqlx::query("INSERT INTO account_tokens (account_id, purpose, token_hash, password_hash, created_at, expires_at) \
                      VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(account_id)
@@ -79,6 +83,7 @@ struct TokenRow {
     expires_at: DateTime<Utc>,
     used_at: Option<DateTime<Utc>>,
     email: String,
+    account_hash: String,
 }
 
 /// What a link's token stands for.
@@ -100,7 +105,8 @@ async fn find(db: &Db, purpose: Purpose, raw: &str) -> Result<Option<TokenRow>> 
         return Ok(None);
     }
     let wanted = token::hash(raw);
-    let sql = "SELECT t.id, t.account_id, t.token_hash, t.password_hash, t.expires_at, t.used_at, a.email \
+    let sql = "SELECT t.id, t.account_id, t.token_hash, t.password_hash, t.expires_at, t.used_at, a.email, \
+               a.password_hash AS account_hash \
                FROM account_tokens t JOIN accounts a ON a.id = t.account_id \
                WHERE t.token_hash = $1 AND t.purpose = $2";
     let row = on_pool!(db, p => sqlx::query_as::<_, TokenRow>(sql)
@@ -129,6 +135,18 @@ pub async fn check(db: &Db, purpose: Purpose, raw: &str) -> Result<TokenState> {
     Ok(state_of(find(db, purpose, raw).await?.as_ref()))
 }
 
+/// A confirmation token's state and, when valid, the password hash the reader must type the
+/// password of: the one chosen at the registration that sent it (older links carry none and
+/// stand for the account's first password).
+pub async fn confirmation(db: &Db, raw: &str) -> Result<(TokenState, Option<String>)> {
+    let row = find(db, Purpose::Confirm, raw).await?;
+    let state = state_of(row.as_ref());
+    let bound = row
+        .filter(|_| matches!(state, TokenState::Valid { .. }))
+        .map(|r| r.password_hash.unwrap_or(r.account_hash));
+    Ok((state, bound))
+}
+
 /// Confirms the account's email with a confirmation token, spending it. The password chosen
 /// at the registration that sent this very link becomes the account's password.
 pub async fn confirm(db: &Db, raw: &str) -> Result<TokenState> {
@@ -152,7 +170,8 @@ pub async fn reset_password(db: &Db, raw: &str, new_hash: &str) -> Result<TokenS
 }
 
 /// Spends a valid token and applies it in one transaction: confirms the email, sets the
-/// password when one is given, and ends every session when asked. A token spent by a
+/// password when one is given, spends every other pending confirmation link of the account
+/// (it is confirmed now), and ends every session when asked. A token spent by a
 /// concurrent request in the meantime reads as used.
 async fn spend(
     db: &Db,
@@ -176,6 +195,11 @@ async fn spend(
                 .bind(row.account_id)
                 .execute(&mut *tx)
                 .await?;
+            sqlx::query("UPDATE account_tokens SET used_at = $1 WHERE account_id = $2 AND purpose = 'confirm' AND used_at IS NULL")
+                .bind(at)
+                .bind(row.account_id)
+                .execute(&mut *tx)
+                .await?;
             if end_sessions {
                 sqlx::query("DELETE FROM sessions WHERE account_id = $1")
                     .bind(row.account_id)
@@ -196,42 +220,37 @@ pub async fn drop_expired(db: &Db) -> Result<()> {
     Ok(())
 }
 
-/// Failed logins of an account key since `since`.
-pub async fn failures_since(db: &Db, email: &str, since: DateTime<Utc>) -> Result<i64> {
-    let sql = "SELECT COUNT(*) FROM login_failures WHERE email_key = $1 AND failed_at > $2";
-    Ok(on_pool!(db, p => sqlx::query_scalar::<_, i64>(sql)
-        .bind(email_key(email)).bind(since).fetch_one(p).await)?)
-}
-
-/// The oldest failure of an account key since `since` (when the lock will start to lift).
-pub async fn oldest_failure_since(
+/// Reserves one login try for an account key, before its password is checked, in one
+/// statement (atomic on both backends: the upsert locks the key's row). Returns how many tries
+/// the window now holds, this one included, and when the window started. A window older than
+/// `since` starts again at one.
+pub async fn reserve_try(
     db: &Db,
     email: &str,
     since: DateTime<Utc>,
-) -> Result<Option<DateTime<Utc>>> {
-    let sql = "SELECT failed_at FROM login_failures WHERE email_key = $1 AND failed_at > $2 \
-               ORDER BY failed_at LIMIT 1";
-    Ok(
-        on_pool!(db, p => sqlx::query_scalar::<_, DateTime<Utc>>(sql)
-        .bind(email_key(email)).bind(since).fetch_optional(p).await)?,
-    )
+) -> Result<(i64, DateTime<Utc>)> {
+    let sql = "INSERT INTO login_throttle (email_key, tries, window_start) VALUES ($1, 1, $2) \
+               ON CONFLICT (email_key) DO UPDATE SET \
+               tries = CASE WHEN login_throttle.window_start <= $3 THEN 1 ELSE login_throttle.tries + 1 END, \
+               window_start = CASE WHEN login_throttle.window_start <= $3 THEN $2 ELSE login_throttle.window_start END \
+               RETURNING tries, window_start";
+    let (tries, start): (i64, DateTime<Utc>) = on_pool!(db, p => sqlx::query_as(sql)
+        .bind(email_key(email)).bind(now()).bind(since).fetch_one(p).await)?;
+    Ok((tries, start))
 }
 
-/// Records a failed login, dropping this key's failures older than `keep_since`.
-pub async fn record_failure(db: &Db, email: &str, keep_since: DateTime<Utc>) -> Result<()> {
-    let key = email_key(email);
-    on_pool!(db, p => {
-        sqlx::query("DELETE FROM login_failures WHERE email_key = $1 AND failed_at <= $2")
-            .bind(&key).bind(keep_since).execute(p).await?;
-        sqlx::query("INSERT INTO login_failures (email_key, failed_at) VALUES ($1, $2)")
-            .bind(&key).bind(now()).execute(p).await.map(|r| r.rows_affected())
-    })?;
-    Ok(())
-}
-
-/// Forgets the failures of an account key (after a successful login).
-pub async fn clear_failures(db: &Db, email: &str) -> Result<()> {
-    on_pool!(db, p => sqlx::query("DELETE FROM login_failures WHERE email_key = $1")
+/// Forgets the tries of an account key (after a successful login, or `users unlock`).
+/// Returns whether there were any.
+pub async fn clear_tries(db: &Db, email: &str) -> Result<bool> {
+    let n = on_pool!(db, p => sqlx::query("DELETE FROM login_throttle WHERE email_key = $1")
         .bind(email_key(email)).execute(p).await.map(|r| r.rows_affected()))?;
+    Ok(n > 0)
+}
+
+/// Spends a token whose letter could not be sent, so no live link exists that nobody got.
+pub async fn discard(db: &Db, raw: &str) -> Result<()> {
+    let sql = "UPDATE account_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL";
+    on_pool!(db, p => sqlx::query(sql).bind(now()).bind(token::hash(raw))
+        .execute(p).await.map(|r| r.rows_affected()))?;
     Ok(())
 }

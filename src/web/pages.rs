@@ -111,13 +111,22 @@ pub fn style(if_none_match: Option<&str>) -> Page {
 
 // ---- confirmation ----
 
-pub fn confirm_form(email: &str) -> Page {
+/// The confirmation form asks for the password chosen at registration: a link then only ever
+/// sets a password its reader knows.
+pub fn confirm_form(email: &str, error: Option<&str>) -> Page {
+    let error_html = error
+        .map(|e| format!("<p class=\"error\" id=\"error\">{}</p>\n", escape(e)))
+        .unwrap_or_default();
     html(
-        200,
+        if error.is_some() { 400 } else { 200 },
         "Confirm your address",
         &format!(
-            "<p>Press the button to confirm <strong>{}</strong> for your mailctl account.</p>\n\
-             <form method=\"post\">\n<button type=\"submit\" id=\"confirm\">Confirm my address</button>\n</form>",
+            "<p>To confirm <strong>{}</strong> for your mailctl account, type the password you \
+             chose when you registered.</p>\n{error_html}\
+             <form method=\"post\">\n\
+             <label for=\"password\">Password</label>\n\
+             <input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"current-password\" required>\n\
+             <button type=\"submit\" id=\"confirm\">Confirm my address</button>\n</form>",
             escape(email)
         ),
     )
@@ -244,6 +253,22 @@ pub fn too_large() -> Page {
     )
 }
 
+pub fn uri_too_long() -> Page {
+    message(
+        414,
+        "Address too long",
+        "The requested address is longer than 8 KiB.",
+    )
+}
+
+pub fn headers_too_large() -> Page {
+    message(
+        431,
+        "Request headers too large",
+        "The request headers are larger than 16 KiB.",
+    )
+}
+
 pub fn bad_request() -> Page {
     message(400, "Bad request", "The request could not be read.")
 }
@@ -262,7 +287,7 @@ mod tests {
 
     #[test]
     fn escapes_everything_dynamic() {
-        let p = confirm_form("<script>alert(1)</script>\"@x");
+        let p = confirm_form("<script>alert(1)</script>\"@x", None);
         assert!(!p.body.contains("<script>"));
         assert!(p.body.contains("&lt;script&gt;"));
         let p = reset_form("a@b", Some("<b>"));

@@ -78,18 +78,11 @@ impl Route {
     }
 }
 
-/// Decodes an `application/x-www-form-urlencoded` body into (name, value) pairs. Invalid
-/// percent escapes are kept literally and invalid UTF-8 is replaced, never an error.
+/// Decodes an `application/x-www-form-urlencoded` body into (name, value) pairs with the `url`
+/// crate's decoder: invalid percent escapes are kept literally and invalid UTF-8 is replaced,
+/// never an error.
 pub fn parse_form(body: &[u8]) -> Vec<(String, String)> {
-    body.split(|b| *b == b'&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let mut kv = pair.splitn(2, |b| *b == b'=');
-            let k = decode(kv.next().unwrap_or(b""));
-            let v = decode(kv.next().unwrap_or(b""));
-            (k, v)
-        })
-        .collect()
+    url::form_urlencoded::parse(body).into_owned().collect()
 }
 
 /// The first value of a form field.
@@ -97,31 +90,6 @@ pub fn field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
     form.iter()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
-}
-
-fn decode(raw: &[u8]) -> String {
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        match raw[i] {
-            b'+' => out.push(b' '),
-            b'%' => match (hex(raw.get(i + 1)), hex(raw.get(i + 2))) {
-                (Some(h), Some(l)) => {
-                    out.push((h << 4) | l);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex(b: Option<&u8>) -> Option<u8> {
-    let b = *b?;
-    (b as char).to_digit(16).map(|d| d as u8)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ accounts, the listener and the links:
     cargo test --test browser -- --ignored
 
 Needs: apt-get install -y chromium chromium-driver
-Usage: confirm_reset.py --base URL --confirm PATH --reset PATH [--screenshots DIR]
+Usage: confirm_reset.py --base URL --confirm PATH --password PW --reset PATH [--screenshots DIR]
 Prints '2 passed, 0 failed' (or names the failure and exits 1).
 """
 import argparse
@@ -135,11 +135,16 @@ class Driver:
                 self.proc.kill()
 
 
-def check_confirm(d, base, path, shots):
+def check_confirm(d, base, path, shots, password):
     d.open(base + path)
     assert "Confirm your address" in d.title(), d.title()
     if shots:
         d.screenshot(os.path.join(shots, "confirm.png"))
+    d.type("#password", "not-the-password")
+    d.click("#confirm")
+    err = d.text("#error")
+    assert "not the password" in err, err
+    d.type("#password", password)
     d.click("#confirm")
     done = d.text("#done")
     assert "is confirmed" in done, done
@@ -151,7 +156,7 @@ def check_confirm(d, base, path, shots):
     assert "already been used" in d.title(), d.title()
 
 
-def check_reset(d, base, path, shots):
+def check_reset(d, base, path, shots, _password):
     d.open(base + path)
     assert "Choose a new password" in d.title(), d.title()
     d.type("#password", "browser-pass-1")
@@ -174,6 +179,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--base", required=True)
     ap.add_argument("--confirm", required=True)
+    ap.add_argument("--password", required=True)
     ap.add_argument("--reset", required=True)
     ap.add_argument("--screenshots")
     a = ap.parse_args()
@@ -191,7 +197,7 @@ def main():
             ("reset page", check_reset, a.reset),
         ):
             try:
-                check(d, a.base, path, a.screenshots)
+                check(d, a.base, path, a.screenshots, a.password)
                 print(f"ok: {name}")
                 passed += 1
             except Exception as e:  # report every failure, then fail

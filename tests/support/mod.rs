@@ -22,6 +22,11 @@ pub struct Listener {
 /// Sets MAILCTL_BASE_URL to the listener's address first (links in letters point at it),
 /// so call this before `register` / `password reset`.
 pub fn start_listener(env: &mut Env) -> Listener {
+    start_listener_with(env, |_| {})
+}
+
+/// `start_listener`, with a last say on the command (limits, extra environment).
+pub fn start_listener_with(env: &mut Env, setup: impl Fn(&mut std::process::Command)) -> Listener {
     for _ in 0..5 {
         let port = servers::free_port();
         env.set("MAILCTL_BASE_URL", &format!("http://127.0.0.1:{port}"));
@@ -31,6 +36,7 @@ pub fn start_listener(env: &mut Env) -> Listener {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("serve log"));
+        setup(&mut cmd);
         let mut child = cmd.spawn().expect("spawn mailctl serve");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -59,6 +65,23 @@ pub fn start_listener(env: &mut Env) -> Listener {
 }
 
 impl Listener {
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Peak resident memory so far (VmHWM), in bytes.
+    pub fn peak_memory(&self) -> u64 {
+        let pid = self.pid().expect("listener running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc status");
+        kb * 1024
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -1,0 +1,8 @@
+-- Login throttling reserves a try before the password is checked, in one upsert on this row
+-- (so parallel logins cannot all pass a "fewer than 5?" check). Replaces login_failures.
+CREATE TABLE login_throttle (
+    email_key     TEXT    PRIMARY KEY,
+    tries         INTEGER NOT NULL,
+    window_start  TEXT    NOT NULL
+);
+DROP TABLE login_failures;
