@@ -8,7 +8,7 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use super::Ctx;
-use crate::config::redact_url;
+use crate::config::{hide_secrets, redact_url};
 use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::output::{Record, print_list};
@@ -61,11 +61,17 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
             checks.push(match db.pending_migrations().await {
                 Ok(0) => ok("migrations", "up to date"),
                 Ok(n) => warn("migrations", format!("{n} pending: run `mailctl migrate`")),
-                Err(e) => fail("migrations", e.to_string()),
+                Err(e) => fail(
+                    "migrations",
+                    hide_secrets(&config.database_url, &e.to_string()),
+                ),
             });
             db.close().await;
         }
-        Err(e) => checks.push(fail("database", e.to_string())),
+        Err(e) => checks.push(fail(
+            "database",
+            hide_secrets(&config.database_url, &e.to_string()),
+        )),
     }
 
     checks.push(match &config.smtp_url {
@@ -103,20 +109,14 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-/// host:port of a URL with a default port.
+/// host:port of a URL with a default port (IPv6 hosts without their brackets).
 fn host_port(url: &str, default_port: u16) -> Option<(String, u16)> {
-    let rest = url.split_once("://")?.1;
-    let authority = rest.split(['/', '?']).next()?;
-    let hostport = authority
-        .rsplit_once('@')
-        .map(|(_, h)| h)
-        .unwrap_or(authority);
-    match hostport.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
-            Some((h.trim_matches(['[', ']']).to_string(), p.parse().ok()?))
-        }
-        _ => Some((hostport.trim_matches(['[', ']']).to_string(), default_port)),
-    }
+    let url = url::Url::parse(url).ok()?;
+    let host = url.host_str().filter(|h| !h.is_empty())?;
+    Some((
+        host.trim_matches(['[', ']']).to_string(),
+        url.port().unwrap_or(default_port),
+    ))
 }
 
 /// Opens a session exactly as sending does (port, TLS mode, CA file, AUTH) through
@@ -155,13 +155,13 @@ async fn check_redis(url: &str) -> Check {
     // The same connector (and timeouts) as the cache, the login throttle and --rate.
     let mut con = match crate::cache::connect(url).await {
         Ok(con) => con,
-        Err(e) => return fail("redis", format!("{shown}: {e}")),
+        Err(e) => return fail("redis", hide_secrets(url, &format!("{shown}: {e}"))),
     };
     let ping = redis::cmd("PING");
     match timeout(WAIT, ping.query_async::<String>(&mut con)).await {
         Ok(Ok(pong)) if pong == "PONG" => ok("redis", format!("{shown}: PING answered")),
         Ok(Ok(other)) => fail("redis", format!("{shown}: PING answered {other:?}")),
-        Ok(Err(e)) => fail("redis", format!("{shown}: {e}")),
+        Ok(Err(e)) => fail("redis", hide_secrets(url, &format!("{shown}: {e}"))),
         Err(_) => fail(
             "redis",
             format!("{shown}: no answer within {}s", WAIT.as_secs()),
@@ -170,30 +170,46 @@ async fn check_redis(url: &str) -> Check {
 }
 
 async fn check_base_url(base: &str) -> Check {
-    let https = base.starts_with("https://");
-    if !https && !base.starts_with("http://") {
-        return fail(
-            "base-url",
-            format!("{base}: must start with http:// or https://"),
-        );
-    }
-    let Some((host, port)) = host_port(base, if https { 443 } else { 80 }) else {
-        return fail("base-url", format!("{base}: not a URL"));
+    let shown = redact_url(base);
+    let Ok(url) = url::Url::parse(base) else {
+        return fail("base-url", format!("{shown}: not a URL"));
     };
-    let local = host == "localhost" || host.starts_with("127.") || host == "::1";
-    match timeout(WAIT, TcpStream::connect((host.as_str(), port))).await {
+    let https = match url.scheme() {
+        "https" => true,
+        "http" => false,
+        _ => {
+            return fail(
+                "base-url",
+                format!("{shown}: must start with http:// or https://"),
+            );
+        }
+    };
+    let (Some(host), Some(port)) = (url.host(), url.port_or_known_default()) else {
+        return fail("base-url", format!("{shown}: not a URL with a host"));
+    };
+    let local = match &host {
+        url::Host::Domain(d) => *d == "localhost",
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+    };
+    let target = match host {
+        url::Host::Domain(d) => (d.to_string(), port),
+        url::Host::Ipv4(ip) => (ip.to_string(), port),
+        url::Host::Ipv6(ip) => (ip.to_string(), port),
+    };
+    match timeout(WAIT, TcpStream::connect((target.0.as_str(), target.1))).await {
         Ok(Ok(_)) if !https && !local => warn(
             "base-url",
-            format!("{base}: reachable, but plain http: links in letters are not encrypted"),
+            format!("{shown}: reachable, but plain http: links in letters are not encrypted"),
         ),
         Ok(Ok(_)) if local => warn(
             "base-url",
-            format!("{base}: reachable, but a loopback address works only on this machine"),
+            format!("{shown}: reachable, but a loopback address works only on this machine"),
         ),
-        Ok(Ok(_)) => ok("base-url", format!("{base}: reachable")),
+        Ok(Ok(_)) => ok("base-url", format!("{shown}: reachable")),
         _ => warn(
             "base-url",
-            format!("{base}: nothing answers: is `mailctl serve` running behind it?"),
+            format!("{shown}: nothing answers: is `mailctl serve` running behind it?"),
         ),
     }
 }
@@ -215,6 +231,14 @@ mod tests {
         assert_eq!(
             host_port("https://mail.example.com/x", 443),
             Some(("mail.example.com".into(), 443))
+        );
+        assert_eq!(
+            host_port("smtp://[::1]:2525", 25),
+            Some(("::1".into(), 2525))
+        );
+        assert_eq!(
+            host_port("smtps://u:p%2Fx@relay?tls=required", 465),
+            Some(("relay".into(), 465))
         );
         assert_eq!(host_port("no url", 1), None);
     }
