@@ -803,8 +803,8 @@ json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from enable" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from enable" -s V -l version -d 'Print version'
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -l concurrency -d 'Letters in flight at once (SMTP connections in the pool)' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -l rate -d 'At most N letters per second across all workers' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -l concurrency -d 'Letters in flight at once (SMTP connections in the pool), 1-1024' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -l rate -d 'At most N letters per second across all workers sharing MAILCTL_REDIS_URL, 1-1000000 (without it, the pace follows the relay: it slows down when the relay throttles)' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -l limit -d 'Send at most N letters in this run' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
@@ -875,8 +875,8 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_see
 complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from help" -f -a "list" -d 'List send attempts (streamed)'
 complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -l concurrency -d 'Letters in flight at once (SMTP connections in the pool)' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -l rate -d 'At most N letters per second across all workers' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -l concurrency -d 'Letters in flight at once (SMTP connections in the pool), 1-1024' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -l rate -d 'At most N letters per second across all workers sharing MAILCTL_REDIS_URL, 1-1000000 (without it, the pace follows the relay: it slows down when the relay throttles)' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -l limit -d 'Send at most N letters in this run' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r

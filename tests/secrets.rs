@@ -74,13 +74,14 @@ fn a_failing_command_never_prints_the_database_password() {
 /// Doctor on a working database whose URL carries `?password=`, with an SMTP server and a
 /// Redis (both real) reached through URLs with passwords: every row names its URL, redacted.
 fn doctor_shows_urls_without_passwords(env: &mut Env) {
-    let smtp = servers::start_smtp();
+    // The SMTP server checks the password: `%2F%40` must arrive decoded as `/@`.
+    let smtp = servers::start_smtp_with_auth("user", "pw-smtp/@x");
     env.admin();
     env.db_url = format!("{}?password=hunter2", env.db_url);
-    let port = smtp.url().rsplit(':').next().unwrap().to_string();
+    let port = smtp.port;
     env.set(
         "MAILCTL_SMTP_URL",
-        &format!("smtp://user:pw-smtp%2F%40x@127.0.0.1:{port}?token=hunter2"),
+        &format!("smtp://user:pw-smtp%2F%40x@127.0.0.1:{port}?tls=none&token=hunter2"),
     );
     // The test Redis has no password: AUTH fails, and the row must not echo the password.
     let redis = servers::redis_url().replace("redis://", "redis://:pw-redis@");
