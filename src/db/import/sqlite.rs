@@ -103,8 +103,6 @@ impl ClientImport for SqliteImport {
         }
     }
 
-    /// After the last `write`: settles what the batches left pending (PostgreSQL: the staged
-
     /// Every batch was settled as it was written.
     async fn finish(&mut self) -> Result<BatchOutcome> {
         Ok(BatchOutcome::default())
