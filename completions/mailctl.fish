@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_mailctl_global_optspecs
-    string join \n database-url= format= h/help V/version
+    string join \n database-url= smtp-url= smtp-ca-file= smtp-timeout= send-lease= retry-delay= from= bounce-address= base-url= redis-url= session-file= format= h/help V/version
 end
 
 function __fish_mailctl_needs_command
@@ -24,8 +24,18 @@ function __fish_mailctl_using_subcommand
     contains -- $cmd[1] $argv
 end
 
-complete -c mailctl -n "__fish_mailctl_needs_command" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_needs_command" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_needs_command" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_needs_command" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_needs_command" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_needs_command" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_needs_command" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_needs_command" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_needs_command" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_needs_command" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_needs_command" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_needs_command" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_needs_command" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_needs_command" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_needs_command" -s h -l help -d 'Print help'
@@ -50,66 +60,156 @@ complete -c mailctl -n "__fish_mailctl_needs_command" -f -a "stats" -d 'Statisti
 complete -c mailctl -n "__fish_mailctl_needs_command" -f -a "completions" -d 'Print a shell completion script'
 complete -c mailctl -n "__fish_mailctl_needs_command" -f -a "doctor" -d 'Check the database, migrations, SMTP, Redis and the base URL'
 complete -c mailctl -n "__fish_mailctl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c mailctl -n "__fish_mailctl_using_subcommand migrate" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand migrate" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand migrate" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand migrate" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand migrate" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand migrate" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand migrate" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand migrate" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand migrate" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand migrate" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand migrate" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand migrate" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand migrate" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand migrate" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand migrate" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand migrate" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand csu" -l email -d 'Email address (the login)' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand csu" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand csu" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand csu" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand csu" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand csu" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand csu" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand csu" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand csu" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand csu" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand csu" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand csu" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand csu" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand csu" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand csu" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand csu" -l password-stdin -d 'Read the password from standard input (one line) instead of prompting'
 complete -c mailctl -n "__fish_mailctl_using_subcommand csu" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand csu" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand create-user" -l email -d 'Email address (the login)' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand create-user" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand create-user" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand create-user" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand create-user" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand create-user" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand create-user" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand create-user" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand create-user" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand create-user" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand create-user" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand create-user" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand create-user" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand create-user" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand create-user" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand create-user" -l password-stdin -d 'Read the password from standard input (one line) instead of prompting'
 complete -c mailctl -n "__fish_mailctl_using_subcommand create-user" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand create-user" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand create-manager" -l email -d 'Email address (the login)' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand create-manager" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand create-manager" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand create-manager" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand create-manager" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand create-manager" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand create-manager" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand create-manager" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand create-manager" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand create-manager" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand create-manager" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand create-manager" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand create-manager" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand create-manager" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand create-manager" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand create-manager" -l password-stdin -d 'Read the password from standard input (one line) instead of prompting'
 complete -c mailctl -n "__fish_mailctl_using_subcommand create-manager" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand create-manager" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand register" -l email -d 'Email address (the login)' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand register" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand register" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand register" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand register" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand register" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand register" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand register" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand register" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand register" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand register" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand register" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand register" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand register" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand register" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand register" -l password-stdin -d 'Read the password from standard input (one line) instead of prompting'
 complete -c mailctl -n "__fish_mailctl_using_subcommand register" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand register" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand login" -l email -d 'Email address' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand login" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand login" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand login" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand login" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand login" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand login" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand login" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand login" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand login" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand login" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand login" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand login" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand login" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand login" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand login" -l password-stdin -d 'Read the password from standard input (one line)'
 complete -c mailctl -n "__fish_mailctl_using_subcommand login" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand login" -s V -l version -d 'Print version'
-complete -c mailctl -n "__fish_mailctl_using_subcommand logout" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand logout" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand logout" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand logout" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand logout" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand logout" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand logout" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand logout" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand logout" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand logout" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand logout" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand logout" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand logout" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand logout" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand logout" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand logout" -s V -l version -d 'Print version'
-complete -c mailctl -n "__fish_mailctl_using_subcommand whoami" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand whoami" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand whoami" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand whoami" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand whoami" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand whoami" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand whoami" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand whoami" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand whoami" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand whoami" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand whoami" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand whoami" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand whoami" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand whoami" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand whoami" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand whoami" -s V -l version -d 'Print version'
-complete -c mailctl -n "__fish_mailctl_using_subcommand password; and not __fish_seen_subcommand_from reset change help" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand password; and not __fish_seen_subcommand_from reset change help" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and not __fish_seen_subcommand_from reset change help" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and not __fish_seen_subcommand_from reset change help" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and not __fish_seen_subcommand_from reset change help" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and not __fish_seen_subcommand_from reset change help" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and not __fish_seen_subcommand_from reset change help" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and not __fish_seen_subcommand_from reset change help" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and not __fish_seen_subcommand_from reset change help" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and not __fish_seen_subcommand_from reset change help" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and not __fish_seen_subcommand_from reset change help" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and not __fish_seen_subcommand_from reset change help" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and not __fish_seen_subcommand_from reset change help" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and not __fish_seen_subcommand_from reset change help" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and not __fish_seen_subcommand_from reset change help" -s h -l help -d 'Print help'
@@ -118,14 +218,34 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand password; and not __fish
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and not __fish_seen_subcommand_from reset change help" -f -a "change" -d 'Change the password of the logged-in account (old, then new)'
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and not __fish_seen_subcommand_from reset change help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from reset" -l email -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from reset" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from reset" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from reset" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from reset" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from reset" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from reset" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from reset" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from reset" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from reset" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from reset" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from reset" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from reset" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from reset" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from reset" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from reset" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from reset" -s V -l version -d 'Print version'
-complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from change" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from change" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from change" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from change" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from change" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from change" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from change" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from change" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from change" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from change" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from change" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from change" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from change" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from change" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from change" -l password-stdin -d 'Read the old and the new password from standard input, one per line'
@@ -134,8 +254,18 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_see
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from help" -f -a "reset" -d 'Email a password reset link (the same reply whether or not the account exists)'
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from help" -f -a "change" -d 'Change the password of the logged-in account (old, then new)'
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock unlock help" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock unlock help" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock unlock help" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock unlock help" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock unlock help" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock unlock help" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock unlock help" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock unlock help" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock unlock help" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock unlock help" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock unlock help" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock unlock help" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock unlock help" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock unlock help" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock unlock help" -s h -l help -d 'Print help'
@@ -145,26 +275,66 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_se
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock unlock help" -f -a "unblock" -d 'Unblock an account'
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock unlock help" -f -a "unlock" -d 'Clear an account\'s login-throttle lock (administrators only)'
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock unlock help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from list" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from list" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from list" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from list" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from list" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from list" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from list" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from list" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from list" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from list" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from list" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from list" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from list" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from list" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
-complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from block" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from block" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from block" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from block" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from block" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from block" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from block" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from block" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from block" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from block" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from block" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from block" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from block" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from block" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from block" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from block" -s V -l version -d 'Print version'
-complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unblock" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unblock" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unblock" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unblock" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unblock" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unblock" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unblock" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unblock" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unblock" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unblock" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unblock" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unblock" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unblock" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unblock" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unblock" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unblock" -s V -l version -d 'Print version'
-complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unlock" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unlock" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unlock" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unlock" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unlock" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unlock" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unlock" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unlock" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unlock" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unlock" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unlock" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unlock" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unlock" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unlock" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unlock" -s h -l help -d 'Print help'
@@ -175,14 +345,34 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_s
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from help" -f -a "unlock" -d 'Clear an account\'s login-throttle lock (administrators only)'
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c mailctl -n "__fish_mailctl_using_subcommand serve" -l bind -d 'Address to listen on' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand serve" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand serve" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand serve" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand serve" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand serve" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand serve" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand serve" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand serve" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand serve" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand serve" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand serve" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand serve" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand serve" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand serve" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand serve" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand serve" -s V -l version -d 'Print version'
-complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_seen_subcommand_from add list show edit delete import export help" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_seen_subcommand_from add list show edit delete import export help" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_seen_subcommand_from add list show edit delete import export help" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_seen_subcommand_from add list show edit delete import export help" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_seen_subcommand_from add list show edit delete import export help" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_seen_subcommand_from add list show edit delete import export help" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_seen_subcommand_from add list show edit delete import export help" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_seen_subcommand_from add list show edit delete import export help" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_seen_subcommand_from add list show edit delete import export help" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_seen_subcommand_from add list show edit delete import export help" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_seen_subcommand_from add list show edit delete import export help" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_seen_subcommand_from add list show edit delete import export help" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_seen_subcommand_from add list show edit delete import export help" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_seen_subcommand_from add list show edit delete import export help" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_seen_subcommand_from add list show edit delete import export help" -s h -l help -d 'Print help'
@@ -198,21 +388,51 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -l email -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -l name -d 'Full name' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -l comment -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from list" -l search -d 'Only clients whose email, name or comment contains this text' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from list" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from list" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from list" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from list" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from list" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from list" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from list" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from list" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from list" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from list" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from list" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from list" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from list" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from list" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
-complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from show" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from show" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from show" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from show" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from show" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from show" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from show" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from show" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from show" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from show" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from show" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from show" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from show" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from show" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help'
@@ -220,14 +440,34 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -l email -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -l name -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -l comment -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -s V -l version -d 'Print version'
-complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from delete" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from delete" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from delete" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from delete" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from delete" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from delete" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from delete" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from delete" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from delete" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from delete" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from delete" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from delete" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from delete" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from delete" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from delete" -s y -l yes -d 'Do not ask for confirmation'
@@ -237,16 +477,36 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen
 update\t''
 error\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from import" -l rejects -d 'Write rejected rows with their reasons to this CSV file' -r -F
-complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from import" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from import" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from import" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from import" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from import" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from import" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from import" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from import" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from import" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from import" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from import" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from import" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from import" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from import" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from import" -l dry-run -d 'Validate and count without writing'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from import" -l skip-invalid -d 'Import the good rows and report the bad ones instead of failing'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from import" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from import" -s V -l version -d 'Print version'
-complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from export" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from export" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from export" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from export" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from export" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from export" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from export" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from export" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from export" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from export" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from export" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from export" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from export" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from export" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from export" -s h -l help -d 'Print help'
@@ -259,8 +519,18 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from help" -f -a "import" -d 'Import clients from CSV (header row: email, full_name|name, comment)'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from help" -f -a "export" -d 'Export clients as CSV (default) or JSON, in the import\'s column names'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and not __fish_seen_subcommand_from add list show edit delete help" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and not __fish_seen_subcommand_from add list show edit delete help" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and not __fish_seen_subcommand_from add list show edit delete help" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and not __fish_seen_subcommand_from add list show edit delete help" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and not __fish_seen_subcommand_from add list show edit delete help" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and not __fish_seen_subcommand_from add list show edit delete help" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and not __fish_seen_subcommand_from add list show edit delete help" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and not __fish_seen_subcommand_from add list show edit delete help" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and not __fish_seen_subcommand_from add list show edit delete help" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and not __fish_seen_subcommand_from add list show edit delete help" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and not __fish_seen_subcommand_from add list show edit delete help" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and not __fish_seen_subcommand_from add list show edit delete help" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and not __fish_seen_subcommand_from add list show edit delete help" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and not __fish_seen_subcommand_from add list show edit delete help" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and not __fish_seen_subcommand_from add list show edit delete help" -s h -l help -d 'Print help'
@@ -275,20 +545,50 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_see
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from add" -l body -d 'Plain-text body' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from add" -l body-file -d 'Read the plain-text body from a file' -r -F
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from add" -l html-file -d 'Optional HTML alternative, read from a file' -r -F
-complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from add" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from add" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from add" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from add" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from add" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from add" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from add" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from add" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from add" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from add" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from add" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from add" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from add" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from add" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from add" -s V -l version -d 'Print version'
-complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from list" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from list" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from list" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from list" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from list" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from list" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from list" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from list" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from list" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from list" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from list" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from list" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from list" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from list" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
-complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from show" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from show" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from show" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from show" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from show" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from show" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from show" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from show" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from show" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from show" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from show" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from show" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from show" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from show" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help'
@@ -297,15 +597,35 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_see
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l body -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l body-file -r -F
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l html-file -r -F
-complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l no-html -d 'Remove the HTML alternative'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -s V -l version -d 'Print version'
-complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from delete" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from delete" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from delete" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from delete" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from delete" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from delete" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from delete" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from delete" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from delete" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from delete" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from delete" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from delete" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from delete" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from delete" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from delete" -s y -l yes
@@ -318,8 +638,18 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_see
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from help" -f -a "edit" -d 'Change a message'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from help" -f -a "delete" -d 'Delete messages'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -s h -l help -d 'Print help'
@@ -339,8 +669,18 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_see
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l start -d 'Start (RFC 3339; UTC when no offset; or `now`)' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l end -d 'End (RFC 3339), after the start' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l client -d 'A recipient (repeatable)' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l all-clients -d 'Every client of the owner'
@@ -349,14 +689,34 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_see
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from list" -l status -r -f -a "created\t''
 active\t''
 completed\t''"
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from list" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from list" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from list" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from list" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from list" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from list" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from list" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from list" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from list" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from list" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from list" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from list" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from list" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from list" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from show" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from show" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from show" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from show" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from show" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from show" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from show" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from show" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from show" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from show" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from show" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from show" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from show" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from show" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help'
@@ -364,48 +724,118 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_see
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -l message -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -l start -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -l end -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -s V -l version -d 'Print version'
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from delete" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from delete" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from delete" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from delete" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from delete" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from delete" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from delete" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from delete" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from delete" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from delete" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from delete" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from delete" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from delete" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from delete" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from delete" -s y -l yes
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from delete" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from delete" -s V -l version -d 'Print version'
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add-clients" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add-clients" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add-clients" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add-clients" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add-clients" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add-clients" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add-clients" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add-clients" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add-clients" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add-clients" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add-clients" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add-clients" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add-clients" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add-clients" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add-clients" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add-clients" -s V -l version -d 'Print version'
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from remove-clients" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from remove-clients" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from remove-clients" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from remove-clients" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from remove-clients" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from remove-clients" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from remove-clients" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from remove-clients" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from remove-clients" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from remove-clients" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from remove-clients" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from remove-clients" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from remove-clients" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from remove-clients" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from remove-clients" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from remove-clients" -s V -l version -d 'Print version'
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from disable" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from disable" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from disable" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from disable" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from disable" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from disable" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from disable" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from disable" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from disable" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from disable" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from disable" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from disable" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from disable" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from disable" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from disable" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from disable" -s V -l version -d 'Print version'
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from enable" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from enable" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from enable" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from enable" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from enable" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from enable" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from enable" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from enable" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from enable" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from enable" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from enable" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from enable" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from enable" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from enable" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from enable" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from enable" -s V -l version -d 'Print version'
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -l concurrency -d 'Letters in flight at once (SMTP connections in the pool)' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -l rate -d 'At most N letters per second across all workers' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -l concurrency -d 'Letters in flight at once (SMTP connections in the pool), 1-1024' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -l rate -d 'At most N letters per second across all workers sharing MAILCTL_REDIS_URL, 1-1000000 (without it, the pace follows the relay: it slows down when the relay throttles)' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -l limit -d 'Send at most N letters in this run' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -l dry-run -d 'Show what would be sent without sending'
@@ -422,8 +852,18 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_see
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from help" -f -a "enable" -d 'Allow a disabled mailing to be sent again (managers and administrators)'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from help" -f -a "send" -d 'Send one mailing now, outside the cron (owner or administrator)'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and not __fish_seen_subcommand_from list help" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and not __fish_seen_subcommand_from list help" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and not __fish_seen_subcommand_from list help" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and not __fish_seen_subcommand_from list help" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and not __fish_seen_subcommand_from list help" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and not __fish_seen_subcommand_from list help" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and not __fish_seen_subcommand_from list help" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and not __fish_seen_subcommand_from list help" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and not __fish_seen_subcommand_from list help" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and not __fish_seen_subcommand_from list help" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and not __fish_seen_subcommand_from list help" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and not __fish_seen_subcommand_from list help" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and not __fish_seen_subcommand_from list help" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and not __fish_seen_subcommand_from list help" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and not __fish_seen_subcommand_from list help" -s h -l help -d 'Print help'
@@ -435,19 +875,39 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_see
 failure\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -l since -d 'Only attempts at or after this time (RFC 3339)' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -l until -d 'Only attempts before this time (RFC 3339)' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from help" -f -a "list" -d 'List send attempts (streamed)'
 complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -l concurrency -d 'Letters in flight at once (SMTP connections in the pool)' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -l rate -d 'At most N letters per second across all workers' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -l concurrency -d 'Letters in flight at once (SMTP connections in the pool), 1-1024' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -l rate -d 'At most N letters per second across all workers sharing MAILCTL_REDIS_URL, 1-1000000 (without it, the pace follows the relay: it slows down when the relay throttles)' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -l limit -d 'Send at most N letters in this run' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -l dry-run -d 'Show what would be sent without sending'
@@ -459,22 +919,52 @@ day\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l mailing -d 'Only this mailing' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l since -d 'Attempts at or after this time (RFC 3339; exact to the second, UTC days are whole)' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l until -d 'Attempts strictly before this time (RFC 3339; exact to the second)' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l no-cache -d 'Read from the database, bypassing the Redis cache'
 complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l rebuild -d 'Recompute the counters from the attempts table (administrator; after a bulk load)'
 complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -s V -l version -d 'Print version'
-complete -c mailctl -n "__fish_mailctl_using_subcommand completions" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand completions" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand completions" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand completions" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand completions" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand completions" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand completions" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand completions" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand completions" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand completions" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand completions" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand completions" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand completions" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand completions" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand completions" -s V -l version -d 'Print version'
-complete -c mailctl -n "__fish_mailctl_using_subcommand doctor" -l database-url -d 'Database URL: sqlite://PATH or postgres://USER@HOST/DB' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand doctor" -l format -d 'Output format for records' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand doctor" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand doctor" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand doctor" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand doctor" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand doctor" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand doctor" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand doctor" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand doctor" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand doctor" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand doctor" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand doctor" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand doctor" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand doctor" -s h -l help -d 'Print help'

@@ -6,15 +6,14 @@ use std::path::PathBuf;
 use crate::output::Format;
 
 const AFTER_HELP: &str = "\
-Environment:
-  MAILCTL_DATABASE_URL   database (default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db)
-  MAILCTL_SMTP_URL       smtp://[user:pass@]host[:port], smtps://...; unset: write .eml files to the outbox
-  MAILCTL_SMTP_CA_FILE   PEM file of extra CA certificates to trust for SMTP over TLS (optional)
-  MAILCTL_FROM           sender address (default: mailctl@localhost)
-  MAILCTL_BASE_URL       public address of `mailctl serve` used in emailed links (default: http://127.0.0.1:8025)
-  MAILCTL_REDIS_URL      redis://host:port for the stats cache and a shared rate limit (optional)
-  MAILCTL_SESSION_FILE   session file (default: $XDG_CONFIG_HOME/mailctl/session, mode 0600)
-  MAILCTL_FORMAT         table | json | csv
+Examples:
+  echo 's3cret-pass' | mailctl login --email ann@example.com --password-stdin
+  mailctl clients import contacts.csv --on-conflict update
+  mailctl mailings add --message 3 --start now --end 2026-12-31T18:00:00Z --all-clients
+  MAILCTL_SMTP_URL='smtp://relay.example.com:587?tls=required' mailctl send-due
+  mailctl stats --by mailing --format json
+
+Every setting is a flag or its MAILCTL_* environment variable (see Settings above).
 
 Exit codes:
   0 success; 1 runtime failure (database, SMTP...); 2 usage error; 3 not logged in or not permitted;
@@ -29,16 +28,105 @@ Exit codes:
     propagate_version = true
 )]
 pub struct Cli {
-    /// Database URL: sqlite://PATH or postgres://USER@HOST/DB
+    #[command(flatten)]
+    pub settings: Settings,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every setting: a flag or its environment variable, read once into `config::Config`
+/// (which checks the values and names the variable when one is bad). Values that may hold a
+/// password are never shown in `--help`.
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "Settings")]
+pub struct Settings {
+    /// Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]
     #[arg(
         long,
         env = "MAILCTL_DATABASE_URL",
         global = true,
-        hide_env_values = true
+        hide_env_values = true,
+        value_name = "URL"
     )]
     pub database_url: Option<String>,
 
-    /// Output format for records
+    /// SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]
+    #[arg(
+        long,
+        env = "MAILCTL_SMTP_URL",
+        global = true,
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub smtp_url: Option<String>,
+
+    /// PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]
+    #[arg(long, env = "MAILCTL_SMTP_CA_FILE", global = true, value_name = "FILE")]
+    pub smtp_ca_file: Option<PathBuf>,
+
+    /// Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]
+    #[arg(
+        long,
+        env = "MAILCTL_SMTP_TIMEOUT",
+        global = true,
+        allow_negative_numbers = true,
+        value_name = "SECONDS"
+    )]
+    pub smtp_timeout: Option<String>,
+
+    /// Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]
+    #[arg(
+        long,
+        env = "MAILCTL_SEND_LEASE",
+        global = true,
+        allow_negative_numbers = true,
+        value_name = "SECONDS"
+    )]
+    pub send_lease: Option<String>,
+
+    /// Seconds before the first retry of a temporary failure; doubles per try [default: 60]
+    #[arg(
+        long,
+        env = "MAILCTL_RETRY_DELAY",
+        global = true,
+        allow_negative_numbers = true,
+        value_name = "SECONDS"
+    )]
+    pub retry_delay: Option<String>,
+
+    /// Sender address of letters [default: mailctl@localhost]
+    #[arg(long, env = "MAILCTL_FROM", global = true, value_name = "ADDRESS")]
+    pub from: Option<String>,
+
+    /// VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]
+    #[arg(
+        long,
+        env = "MAILCTL_BOUNCE_ADDRESS",
+        global = true,
+        value_name = "ADDRESS"
+    )]
+    pub bounce_address: Option<String>,
+
+    /// Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]
+    #[arg(long, env = "MAILCTL_BASE_URL", global = true, value_name = "URL")]
+    pub base_url: Option<String>,
+
+    /// Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]
+    #[arg(
+        long,
+        env = "MAILCTL_REDIS_URL",
+        global = true,
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub redis_url: Option<String>,
+
+    /// Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]
+    #[arg(long, env = "MAILCTL_SESSION_FILE", global = true, value_name = "FILE")]
+    pub session_file: Option<PathBuf>,
+
+    /// Output format for records [default: table]
     #[arg(
         long,
         env = "MAILCTL_FORMAT",
@@ -47,9 +135,6 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub format: Option<Format>,
-
-    #[command(subcommand)]
-    pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]

@@ -58,6 +58,19 @@ pub fn record_fields() -> Vec<(&'static str, &'static [&'static str])> {
     ]
 }
 
+/// Every setting of the clap tree: (environment variable, flag, help text with its default).
+pub fn settings() -> Vec<(String, String, String)> {
+    command()
+        .get_arguments()
+        .filter_map(|a| {
+            let env = a.get_env()?.to_str()?.to_string();
+            let flag = a.get_long()?.to_string();
+            let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+            Some((env, flag, help))
+        })
+        .collect()
+}
+
 fn roff_escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('-', "\\-")
 }
@@ -65,45 +78,13 @@ fn roff_escape(s: &str) -> String {
 /// Sections the top page adds to what clap_mangen renders.
 fn extra_sections() -> String {
     let mut s = String::new();
-    s.push_str(".SH ENVIRONMENT\n");
-    for (name, text) in [
-        (
-            "MAILCTL_DATABASE_URL",
-            "Database: sqlite://PATH (default $XDG_DATA_HOME/mailctl/mailctl.db, created and migrated on first use) or postgres://USER:PASSWORD@HOST/DB.",
-        ),
-        (
-            "MAILCTL_SMTP_URL",
-            "smtp://[user:pass@]host[:port] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS). Unset: letters are written as .eml files to the outbox.",
-        ),
-        (
-            "MAILCTL_SMTP_CA_FILE",
-            "PEM file of CA certificates to trust for SMTP over TLS, in addition to the Mozilla root certificates built into mailctl (for a relay with a private CA). Read once per run; unreadable or without a certificate: exit 5.",
-        ),
-        (
-            "MAILCTL_FROM",
-            "Sender address (default mailctl@localhost).",
-        ),
-        (
-            "MAILCTL_BASE_URL",
-            "Public address of mailctl serve, used in emailed links (default http://127.0.0.1:8025).",
-        ),
-        (
-            "MAILCTL_REDIS_URL",
-            "redis://HOST:PORT: stats cache and a rate limit shared by all workers (optional).",
-        ),
-        (
-            "MAILCTL_SESSION_FILE",
-            "Session file (default $XDG_CONFIG_HOME/mailctl/session, mode 0600).",
-        ),
-        (
-            "MAILCTL_FORMAT",
-            "Default output format: table, json or csv.",
-        ),
-    ] {
+    s.push_str(".SH ENVIRONMENT\nEvery setting is a global flag or its environment variable (the flag wins):\n");
+    for (name, flag, text) in settings() {
         s.push_str(&format!(
-            ".TP\n\\fB{}\\fR\n{}\n",
-            roff_escape(name),
-            roff_escape(text)
+            ".TP\n\\fB{}\\fR (\\fB\\-\\-{}\\fR)\n{}\n",
+            roff_escape(&name),
+            roff_escape(&flag),
+            roff_escape(&text)
         ));
     }
     s.push_str(".SH EXIT STATUS\n");

@@ -55,11 +55,26 @@ impl Error {
     pub fn runtime(msg: impl fmt::Display) -> Self {
         Error::Runtime(msg.to_string())
     }
+
+    /// The same error with `f` applied to its texts (to hide secrets before it is printed).
+    pub fn map_text(self, f: impl Fn(&str) -> String) -> Self {
+        match self {
+            Error::Runtime(m) => Error::Runtime(f(&m)),
+            Error::Forbidden(m) => Error::Forbidden(f(&m)),
+            Error::NotFound { what, id } => Error::NotFound { what, id: f(&id) },
+            Error::Invalid { field, reason } => Error::Invalid {
+                field: f(&field),
+                reason: f(&reason),
+            },
+            Error::PipeClosed => Error::PipeClosed,
+        }
+    }
 }
 
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
-        // Error texts from the drivers never contain the connection URL, so no secret leaks here.
+        // Driver texts do not contain the connection URL; `commands::run` still passes every
+        // error through `config::hide_secrets` before it is printed.
         Error::Runtime(format!("database: {e}"))
     }
 }

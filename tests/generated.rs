@@ -101,7 +101,8 @@ fn every_command_help_has_an_example() {
             .get_subcommands()
             .filter(|s| s.get_name() != "help")
             .collect();
-        if subs.is_empty() {
+        // Leaves, and the top: `mailctl --help` is where a newcomer starts.
+        if subs.is_empty() || path == "mailctl" {
             let after = cmd
                 .get_after_help()
                 .map(|s| s.to_string())
@@ -131,4 +132,67 @@ fn version_names_the_package() {
         text.starts_with(&format!("mailctl {}", env!("CARGO_PKG_VERSION"))),
         "{text}"
     );
+}
+
+#[test]
+fn every_setting_is_in_help_man_page_and_readme() {
+    let settings = mailctl::docs::settings();
+    let names: Vec<&str> = settings.iter().map(|(env, _, _)| env.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "MAILCTL_DATABASE_URL",
+            "MAILCTL_SMTP_URL",
+            "MAILCTL_SMTP_CA_FILE",
+            "MAILCTL_SMTP_TIMEOUT",
+            "MAILCTL_SEND_LEASE",
+            "MAILCTL_RETRY_DELAY",
+            "MAILCTL_FROM",
+            "MAILCTL_BOUNCE_ADDRESS",
+            "MAILCTL_BASE_URL",
+            "MAILCTL_REDIS_URL",
+            "MAILCTL_SESSION_FILE",
+            "MAILCTL_FORMAT",
+        ]
+    );
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let man = std::fs::read_to_string(root.join("man/mailctl.1")).unwrap();
+    let help = Command::cargo_bin("mailctl")
+        .unwrap()
+        .env_clear()
+        .arg("--help")
+        .output()
+        .unwrap();
+    // clap wraps lines: compare with the whitespace collapsed.
+    let help = String::from_utf8(help.stdout)
+        .unwrap()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    for (env, flag, text) in &settings {
+        assert!(text.contains("[default: "), "{env}: no default in {text:?}");
+        assert!(
+            readme.contains(&format!("| `--{flag}` | `{env}` |")),
+            "README's configuration table lacks {env}"
+        );
+        assert!(man.contains(env.as_str()), "mailctl.1 lacks {env}");
+        assert!(help.contains(&format!("--{flag}")), "--help lacks --{flag}");
+        assert!(help.contains(&format!("[env: {env}")), "--help lacks {env}");
+    }
+}
+
+#[test]
+fn help_never_shows_the_value_of_a_url_setting() {
+    let out = Command::cargo_bin("mailctl")
+        .unwrap()
+        .env("MAILCTL_DATABASE_URL", "postgres://u:hunter2@h/db")
+        .env("MAILCTL_SMTP_URL", "smtp://u:hunter2@relay")
+        .env("MAILCTL_REDIS_URL", "redis://:hunter2@h")
+        .args(["send-due", "--help"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("MAILCTL_SMTP_URL"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
 }

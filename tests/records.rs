@@ -187,25 +187,25 @@ fn mailings_crud_and_validation(env: &Env) {
     // end must be after start; bad times; someone else's client or message: nothing created.
     add(&[
         "--start",
-        "2026-12-02T09:00:00Z",
+        "2036-12-02T09:00:00Z",
         "--end",
-        "2026-12-01T09:00:00Z",
+        "2036-12-01T09:00:00Z",
     ])
     .expect_code(5);
     add(&[
         "--start",
-        "2026-12-02T09:00:00Z",
+        "2036-12-02T09:00:00Z",
         "--end",
-        "2026-12-02T09:00:00Z",
+        "2036-12-02T09:00:00Z",
     ])
     .expect_code(5);
-    add(&["--start", "next week", "--end", "2026-12-01T09:00:00Z"]).expect_code(5);
+    add(&["--start", "next week", "--end", "2036-12-01T09:00:00Z"]).expect_code(5);
     let foreign = bobs_client.to_string();
     add(&[
         "--start",
-        "2026-12-01T09:00:00Z",
+        "2036-12-01T09:00:00Z",
         "--end",
-        "2026-12-02T09:00:00Z",
+        "2036-12-02T09:00:00Z",
         "--client",
         &c1.to_string(),
         "--client",
@@ -219,24 +219,24 @@ fn mailings_crud_and_validation(env: &Env) {
         "--message",
         &bm,
         "--start",
-        "2026-12-01T09:00:00Z",
+        "2036-12-01T09:00:00Z",
         "--end",
-        "2026-12-02T09:00:00Z",
+        "2036-12-02T09:00:00Z",
     ])
     .expect_code(4);
     assert_eq!(ann.json(&["mailings", "list"]).as_array().unwrap().len(), 0);
     // A value without offset is UTC.
     let created = add(&[
         "--start",
-        "2026-12-01T09:00:00",
+        "2036-12-01T09:00:00",
         "--end",
-        "2026-12-02T09:00:00Z",
+        "2036-12-02T09:00:00Z",
         "--all-clients",
         "--format",
         "json",
     ]);
     let mailing = created.success().json();
-    assert_eq!(mailing["start_at"], "2026-12-01T09:00:00Z");
+    assert_eq!(mailing["start_at"], "2036-12-01T09:00:00Z");
     assert_eq!(mailing["clients"], 2);
     assert_eq!(mailing["status"], "created");
     let id = mailing["id"].as_i64().unwrap().to_string();
@@ -254,10 +254,10 @@ fn mailings_crud_and_validation(env: &Env) {
     ann.run(&["mailings", "remove-clients", &id, &c2.to_string()])
         .expect_code(4);
     assert_eq!(ann.json(&["mailings", "show", &id])["clients"], 2);
-    ann.run(&["mailings", "edit", &id, "--end", "2026-11-01T00:00:00Z"])
+    ann.run(&["mailings", "edit", &id, "--end", "2036-11-01T00:00:00Z"])
         .expect_code(5);
-    let edited = ann.json(&["mailings", "edit", &id, "--end", "2026-12-03T09:00:00Z"]);
-    assert_eq!(edited["end_at"], "2026-12-03T09:00:00Z");
+    let edited = ann.json(&["mailings", "edit", &id, "--end", "2036-12-03T09:00:00Z"]);
+    assert_eq!(edited["end_at"], "2036-12-03T09:00:00Z");
     assert_eq!(
         ids(&ann.json(&["mailings", "list", "--status", "created"])).len(),
         1

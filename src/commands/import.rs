@@ -20,7 +20,9 @@ use super::{Ctx, notice};
 use crate::auth::policy::{Access, Actor, scope};
 use crate::cli::{ImportArgs, OnConflict};
 use crate::db::accounts::email_key;
-use crate::db::import::{self as store, BATCH, Conflict, ExportRow, Importer, NewClient};
+use crate::db::import::{
+    self as store, BATCH, ClientImport, Conflict, ExportRow, Importer, NewClient,
+};
 use crate::error::{Error, Result};
 use crate::output::{Format, ListWriter, Record, print_one};
 use crate::validate::{self, MAX_COMMENT, MAX_NAME};

@@ -78,10 +78,10 @@ impl Ctx {
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
-    let ctx = Ctx::new(Config::load(cli.database_url, cli.format));
+    let ctx = Ctx::new(Config::load(&cli.settings)?);
     let result = dispatch(&ctx, cli.command).await;
     ctx.close().await;
-    result
+    result.map_err(|e| e.map_text(|text| ctx.config.hide_secrets(text)))
 }
 
 async fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {

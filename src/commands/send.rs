@@ -78,7 +78,12 @@ async fn run(
         }
         return Ok(());
     }
-    let mut options = Options::new(opts.concurrency as usize, opts.rate, opts.limit);
+    let mut options = Options::new(
+        &ctx.config,
+        opts.concurrency as usize,
+        opts.rate,
+        opts.limit,
+    );
     options.progress = std::io::stderr().is_terminal();
     let summary = sender::run(db, &ctx.config, endpoint, targets, &options).await?;
     report(ctx, &summary)?;

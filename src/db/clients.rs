@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::accounts::email_key;
-use super::{Db, is_unique_violation, now};
+use super::{Db, dialect, is_unique_violation, now};
 use crate::auth::policy::Scope;
 use crate::error::{Error, Result};
 use crate::on_pool;
@@ -86,8 +86,7 @@ fn like_pattern(text: &str) -> String {
 }
 
 pub async fn list(db: &Db, scope: Scope, search: Option<&str>) -> Result<Vec<Client>> {
-    // ILIKE on PostgreSQL; SQLite's LIKE is already case-insensitive (for ASCII).
-    let like = if db.is_postgres() { "ILIKE" } else { "LIKE" };
+    let like = dialect::ilike(db);
     let sql = format!(
         "SELECT {COLUMNS} FROM clients \
          WHERE ($1 IS NULL OR owner_id = $1) \

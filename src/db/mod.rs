@@ -1,7 +1,8 @@
 //! Storage: which backend, connecting, migrating. One file per aggregate holds its SQL.
 //!
 //! Queries are runtime `sqlx::query_as` with `$1` placeholders, which both SQLite and
-//! PostgreSQL accept; the few differences live behind `Db::is_postgres()` in the files below.
+//! PostgreSQL accept; the few differences sit side by side in `dialect.rs` (fragments) or in
+//! one implementation per backend of one trait (`import/`).
 
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::PathBuf;
@@ -15,13 +16,14 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use crate::config::redact_url;
+use crate::config::{hide_secrets, redact_url};
 use crate::error::{Error, Result};
 
 pub mod accounts;
 pub mod attempts;
 pub mod clients;
 pub mod deliveries;
+pub mod dialect;
 pub mod import;
 pub mod mailings;
 pub mod messages;
@@ -68,7 +70,8 @@ impl Db {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Db> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let opts = PgConnectOptions::from_str(url).map_err(|e| {
-                Error::invalid("database-url", format!("{} ({e})", redact_url(url)))
+                let text = format!("{} ({e})", redact_url(url));
+                Error::invalid("database-url", hide_secrets(url, &text))
             })?;
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections)
@@ -76,7 +79,8 @@ impl Db {
                 .connect_with(opts)
                 .await
                 .map_err(|e| {
-                    Error::runtime(format!("cannot connect to {}: {e}", redact_url(url)))
+                    let text = format!("cannot connect to {}: {e}", redact_url(url));
+                    Error::runtime(hide_secrets(url, &text))
                 })?;
             Ok(Db::Postgres(pool))
         } else if let Some(path) = url

@@ -9,7 +9,7 @@
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::Db;
+use super::{Db, dialect};
 use crate::auth::policy::Scope;
 use crate::error::{Error, Result};
 use crate::on_pool;
@@ -141,14 +141,7 @@ fn split(since: Option<DateTime<Utc>>, until: Option<DateTime<Utc>>) -> Split {
 
 /// The figures for `q` within `scope`: one row (overall) or one row per group, ordered.
 pub async fn query(db: &Db, scope: Scope, q: &Query) -> Result<Vec<Row>> {
-    let pg = db.is_postgres();
-    let day_of = |col: &str| {
-        if pg {
-            format!("CAST(({col} AT TIME ZONE 'UTC') AS DATE)")
-        } else {
-            format!("substr({col}, 1, 10)")
-        }
-    };
+    let day_of = |col: &str| dialect::utc_day(db, col);
     let by_day = q.group == Group::Day;
     let mut sql = Sql { params: Vec::new() };
 
@@ -271,43 +264,47 @@ pub async fn query(db: &Db, scope: Scope, q: &Query) -> Result<Vec<Row>> {
     Ok(rows)
 }
 
+/// Emptying the counters before a rebuild: the statements before the markers
+/// (`stats_reached`) are reloaded, and those after.
+fn clear_counters(db: &Db) -> (&'static [&'static str], &'static [&'static str]) {
+    match db {
+        // Counters first, so the marker triggers fired by the reload find nothing to update.
+        Db::Sqlite(_) => (
+            &[
+                "DELETE FROM mailing_stats",
+                "DELETE FROM mailing_day_stats",
+                "DELETE FROM stats_reached",
+            ],
+            &[],
+        ),
+        // TRUNCATE fires no row trigger; the marker trigger is off while markers are loaded
+        // (the counters are computed with them afterwards). Both are undone on rollback.
+        Db::Postgres(_) => (
+            &[
+                "TRUNCATE mailing_stats, mailing_day_stats, stats_reached",
+                "ALTER TABLE stats_reached DISABLE TRIGGER stats_reached_change",
+            ],
+            &["ALTER TABLE stats_reached ENABLE TRIGGER stats_reached_change"],
+        ),
+    }
+}
+
 /// Recomputes every counter from the attempts table, in one transaction (after a bulk load
 /// with the trigger off, or a manual edit of attempts). Bumps every owner's version.
 pub async fn rebuild(db: &Db) -> Result<()> {
-    let pg = db.is_postgres();
-    let day = if pg {
-        "CAST((attempted_at AT TIME ZONE 'UTC') AS DATE)"
-    } else {
-        "substr(attempted_at, 1, 10)"
-    };
-    let reached_day = if pg {
-        "CAST((r.reached_at AT TIME ZONE 'UTC') AS DATE)"
-    } else {
-        "substr(r.reached_at, 1, 10)"
-    };
+    let day = dialect::utc_day(db, "attempted_at");
+    let reached_day = dialect::utc_day(db, "r.reached_at");
     let ok = "SUM(CASE WHEN status = 'success' THEN 1 ELSE 0 END)";
     let ko = "SUM(CASE WHEN status = 'failure' THEN 1 ELSE 0 END)";
-    let mut steps: Vec<String> = Vec::new();
-    if pg {
-        // TRUNCATE fires no row trigger; the marker trigger is off while markers are loaded
-        // (the counters are computed with them below). Both are undone on rollback.
-        steps.push("TRUNCATE mailing_stats, mailing_day_stats, stats_reached".into());
-        steps.push("ALTER TABLE stats_reached DISABLE TRIGGER stats_reached_change".into());
-    } else {
-        // Counters first, so the marker triggers below find nothing to update.
-        steps.push("DELETE FROM mailing_stats".into());
-        steps.push("DELETE FROM mailing_day_stats".into());
-        steps.push("DELETE FROM stats_reached".into());
-    }
+    let (clear, reload_done) = clear_counters(db);
+    let mut steps: Vec<String> = clear.iter().map(|s| s.to_string()).collect();
     steps.push(
         "INSERT INTO stats_reached (mailing_id, client_id, reached_at) \
          SELECT mailing_id, client_id, MIN(attempted_at) FROM attempts \
          WHERE status = 'success' AND client_id IS NOT NULL GROUP BY mailing_id, client_id"
             .into(),
     );
-    if pg {
-        steps.push("ALTER TABLE stats_reached ENABLE TRIGGER stats_reached_change".into());
-    }
+    steps.extend(reload_done.iter().map(|s| s.to_string()));
     steps.push(format!(
         "INSERT INTO mailing_stats (mailing_id, attempted, succeeded, failed, recipients_reached, \
          first_attempt_at, last_attempt_at) \

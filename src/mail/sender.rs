@@ -29,7 +29,7 @@ use crate::mail::compose::{Recipient, Template};
 use crate::mail::journal::{self, Journal};
 use crate::mail::pace::{Meter, Pace};
 use crate::mail::transport::{Endpoint, Session};
-use crate::smtp::{FailureKind, Outcome, Verdict, smtp_timeout};
+use crate::smtp::{FailureKind, Outcome, Verdict};
 
 pub struct Options {
     /// Letters in flight at once (and SMTP connections in the pool).
@@ -43,14 +43,6 @@ pub struct Options {
     /// First retry delay after a temporary failure; doubles per try, up to six hours.
     pub retry_base: Duration,
     pub progress: bool,
-}
-
-fn env_seconds(name: &str) -> Option<Duration> {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64)
 }
 
 impl Options {
@@ -84,18 +76,20 @@ impl Options {
         (rate.ceil() as usize).clamp(self.min_window(), self.window())
     }
 
-    /// `MAILCTL_SEND_LEASE` (seconds, default the larger of 10 minutes and 10 SMTP timeouts)
-    /// and `MAILCTL_RETRY_DELAY` (seconds, default 60) tune crash recovery and retries.
-    pub fn new(concurrency: usize, rate: Option<u32>, limit: Option<u64>) -> Options {
-        let lease = env_seconds("MAILCTL_SEND_LEASE")
-            .filter(|d| !d.is_zero())
-            .unwrap_or_else(|| (smtp_timeout() * 10).max(Duration::from_secs(600)));
+    /// `MAILCTL_SEND_LEASE` and `MAILCTL_RETRY_DELAY` (in `Config`) tune crash recovery and
+    /// retries.
+    pub fn new(
+        config: &Config,
+        concurrency: usize,
+        rate: Option<u32>,
+        limit: Option<u64>,
+    ) -> Options {
         Options {
             concurrency: concurrency.clamp(1, 1024),
             rate: rate.filter(|r| *r > 0),
             limit,
-            lease,
-            retry_base: env_seconds("MAILCTL_RETRY_DELAY").unwrap_or(Duration::from_secs(60)),
+            lease: config.send_lease,
+            retry_base: config.retry_delay,
             progress: false,
         }
     }

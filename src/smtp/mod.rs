@@ -13,7 +13,7 @@ pub mod wire;
 
 pub use connection::Connection;
 pub use reply::{Reply, Verdict};
-pub use target::{Target, TlsMode, smtp_timeout};
+pub use target::{Target, TlsMode};
 
 /// How one letter's exchange ended.
 #[derive(Debug, Clone)]

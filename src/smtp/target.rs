@@ -54,16 +54,6 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-/// Seconds to wait for the SMTP server at each step (`MAILCTL_SMTP_TIMEOUT`, default 30).
-pub fn smtp_timeout() -> Duration {
-    std::env::var("MAILCTL_SMTP_TIMEOUT")
-        .ok()
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s > 0.0)
-        .map(Duration::from_secs_f64)
-        .unwrap_or(Duration::from_secs(30))
-}
-
 impl Target {
     /// The SMTP target of this configuration, or None when letters go to the outbox.
     pub fn from_config(config: &Config) -> Result<Option<Target>> {
@@ -112,7 +102,7 @@ impl Target {
             credentials,
             shown,
             hello: lettre::transport::smtp::extension::ClientId::default().to_string(),
-            timeout: smtp_timeout(),
+            timeout: config.smtp_timeout,
         }))
     }
 
