@@ -303,8 +303,8 @@ fn claim_sql(db: &Db, due: Due) -> String {
     // `clients` once; SQLite's RETURNING cannot see a joined table, so there per column.
     let suppressed = "EXISTS (SELECT 1 FROM suppressions s \
          WHERE s.owner_id = c.owner_id AND s.email_key = c.email_key) AS suppressed";
-    if db.is_postgres() {
-        format!(
+    match db {
+        Db::Postgres(_) => format!(
             "UPDATE deliveries SET state = 'sending', tries = deliveries.tries + 1, lease_until = $2, \
                updated_at = $1 \
              FROM clients c \
@@ -312,16 +312,15 @@ fn claim_sql(db: &Db, due: Due) -> String {
                AND c.id = deliveries.client_id \
              RETURNING deliveries.id, deliveries.mailing_id, deliveries.client_id, deliveries.tries, \
                c.email, c.full_name, {suppressed}"
-        )
-    } else {
-        format!(
+        ),
+        Db::Sqlite(_) => format!(
             "UPDATE deliveries SET state = 'sending', tries = tries + 1, lease_until = $2, updated_at = $1 \
              WHERE id IN ({candidates}) \
              RETURNING id, mailing_id, client_id, tries, \
                (SELECT c.email FROM clients c WHERE c.id = deliveries.client_id) AS email, \
                (SELECT c.full_name FROM clients c WHERE c.id = deliveries.client_id) AS full_name, \
                {SUPPRESSED} AS suppressed"
-        )
+        ),
     }
 }
 

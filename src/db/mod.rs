@@ -1,8 +1,9 @@
 //! Storage: which backend, connecting, migrating. One file per aggregate holds its SQL.
 //!
 //! Queries are runtime `sqlx::query_as` with `$1` placeholders, which both SQLite and
-//! PostgreSQL accept; the few differences sit side by side in `dialect.rs` (fragments) or in
-//! one implementation per backend of one trait (`import/`).
+//! PostgreSQL accept; the few differences sit side by side in `dialect.rs` (fragments), in
+//! one implementation per backend of one trait (`import/`), or as one `match` on the backend
+//! per statement in the sender's SQL (`deliveries.rs`: claim, making rows, releasing leases).
 
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::PathBuf;
@@ -112,8 +113,14 @@ impl Db {
         }
     }
 
-    pub fn is_postgres(&self) -> bool {
-        matches!(self, Db::Postgres(_))
+    /// Whether a large mailing's delivery rows are best made in chunks on a second
+    /// connection while the run sends (PostgreSQL), rather than all at once before it
+    /// (SQLite: one writer, so a second connection would only wait).
+    pub fn makes_rows_while_sending(&self) -> bool {
+        match self {
+            Db::Postgres(_) => true,
+            Db::Sqlite(_) => false,
+        }
     }
 
     fn migrator(&self) -> &'static Migrator {

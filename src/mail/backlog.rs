@@ -62,7 +62,7 @@ pub async fn start(
     mailings: &[i64],
 ) -> Result<(Arc<Backlog>, Option<JoinHandle<Result<()>>>)> {
     let backlog = Arc::new(Backlog::default());
-    let chunk = db.is_postgres().then_some(FIRST_CHUNK);
+    let chunk = db.makes_rows_while_sending().then_some(FIRST_CHUNK);
     let mut rest = Vec::new();
     for &mailing in mailings {
         if let Cursor::After(after) =
