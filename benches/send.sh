@@ -6,6 +6,8 @@
 #   N=5000 BACKENDS=sqlite benches/send.sh
 #   MEMORY=1 benches/send.sh              # also peak RSS for 10,000 vs 100,000 recipients (SQLite)
 #   ROUNDS=5 benches/send.sh              # rounds per backend (default 3); the median ratio counts
+#   BASELINE=/path/to/old/mailctl benches/send.sh   # also that binary, on its own fresh
+#                                         # installation in the same round: new / old letters/s
 #
 # Needs: postfix (smtp-sink, smtp-source), sqlite3, PostgreSQL server binaries (or
 # BENCH_PG_URL=postgres://... of an empty database you can drop tables in), GNU time.
@@ -85,9 +87,9 @@ open(sys.argv[2], 'w').write(body)" "$((SIZE - 700))" "$dir/body.txt"
 }
 
 # Runs send-due under GNU time; prints "letters/s peak_rss_kb".
-measure() { # dir
-    local dir=$1
-    /usr/bin/time -f '%M %U %S %e' -o "$dir/rss" "$BIN" send-due --concurrency "$CONCURRENCY" --format json \
+measure() { # dir [binary]
+    local dir=$1 bin=${2:-$BIN}
+    /usr/bin/time -f '%M %U %S %e' -o "$dir/rss" "$bin" send-due --concurrency "$CONCURRENCY" --format json \
         >"$dir/summary.json" 2>"$dir/stderr"
     local sent lps
     sent=$(python3 -c "import json; print(json.load(open('$dir/summary.json'))['sent'])")
@@ -129,6 +131,15 @@ for backend in $BACKENDS; do
         [[ $sent == "$N" ]] || { echo "expected $N letters, sent $sent" >&2; cat "$dir/stderr" >&2; exit 1; }
         ratio=$(python3 -c "print(round(100 * $lps / $REF))")
         echo "round $round, $backend: smtp-source $REF msg/s, mailctl $lps letters/s = $ratio%, peak RSS $((rss / 1024)) MB"
+        if [[ -n "${BASELINE:-}" ]]; then
+            base=$WORK/$backend-$round-baseline
+            mkdir -p "$base"
+            if [[ $backend == sqlite ]]; then burl=sqlite://$base/data/mailctl.db; else burl=$(pg_url); fi
+            setup "$base" "$burl" "$N"
+            read -r bsent blps _ < <(measure "$base" "$BASELINE")
+            [[ $bsent == "$N" ]] || { echo "baseline sent $bsent of $N" >&2; exit 1; }
+            echo "round $round, $backend: baseline $blps letters/s; new / baseline = $(python3 -c "print(round($lps / $blps, 2))")"
+        fi
         ratios+=("$ratio|$REF|$lps|$((rss / 1024))")
     done
     # The round with the median ratio.
