@@ -48,17 +48,31 @@ struct Segments {
     pending: HashMap<u32, u64>,
 }
 
-/// One accepted letter, as the journal keeps it.
-#[derive(Serialize, Deserialize)]
+/// One accepted letter, as the journal keeps it (times in microseconds since the epoch:
+/// cheaper to write than RFC 3339, and exact).
+#[derive(Deserialize)]
 struct Entry {
     d: i64,
     m: i64,
     c: i64,
     o: i64,
     e: String,
-    l: DateTime<Utc>,
-    a: DateTime<Utc>,
+    l: i64,
+    a: i64,
     r: String,
+}
+
+/// An [`Entry`] as written, borrowing from the outcome.
+#[derive(Serialize)]
+struct EntryRef<'a> {
+    d: i64,
+    m: i64,
+    c: i64,
+    o: i64,
+    e: &'a str,
+    l: i64,
+    a: i64,
+    r: &'a str,
 }
 
 fn create(path: &Path) -> std::io::Result<File> {
@@ -141,15 +155,15 @@ impl Journal {
 
     /// Writes down an accepted letter; returns the segment that holds it.
     pub fn accepted(&self, f: &Finished) -> std::io::Result<u32> {
-        let entry = Entry {
+        let entry = EntryRef {
             d: f.delivery_id,
             m: f.mailing_id,
             c: f.client_id,
             o: f.owner_id,
-            e: f.email.clone(),
-            l: f.lease_until,
-            a: f.attempted_at,
-            r: f.reply.clone(),
+            e: &f.email,
+            l: f.lease_until.timestamp_micros(),
+            a: f.attempted_at.timestamp_micros(),
+            r: &f.reply,
         };
         let mut line = serde_json::to_vec(&entry).map_err(std::io::Error::other)?;
         line.push(b'\n');
@@ -300,15 +314,20 @@ fn read_entries(dir: &Path, run: &str) -> Vec<Finished> {
     for (_, path) in segments {
         let text = std::fs::read_to_string(path).unwrap_or_default();
         for line in text.lines() {
-            if let Ok(e) = serde_json::from_str::<Entry>(line) {
+            if let Ok(e) = serde_json::from_str::<Entry>(line)
+                && let (Some(lease_until), Some(attempted_at)) = (
+                    DateTime::from_timestamp_micros(e.l),
+                    DateTime::from_timestamp_micros(e.a),
+                )
+            {
                 done.push(Finished {
                     delivery_id: e.d,
                     mailing_id: e.m,
                     client_id: e.c,
                     owner_id: e.o,
                     email: e.e,
-                    lease_until: e.l,
-                    attempted_at: e.a,
+                    lease_until,
+                    attempted_at,
                     next: Next::Sent,
                     reply: e.r,
                 });
