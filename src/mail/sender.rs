@@ -128,7 +128,7 @@ impl Summary {
             self.throttled,
             self.suppressed,
             self.mailings,
-            if self.mailings == 1 { "" } else { "s" },
+            plural(self.mailings),
             self.elapsed_seconds,
             self.letters_per_second
         );
