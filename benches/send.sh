@@ -8,6 +8,10 @@
 #   ROUNDS=5 benches/send.sh              # rounds per backend (default 3); the median ratio counts
 #   BASELINE=/path/to/old/mailctl benches/send.sh   # also that binary, on its own fresh
 #                                         # installation in the same round: new / old letters/s
+#   N=1000000 ROUNDS=1 benches/send.sh    # a million recipients (about 4 minutes per backend)
+#
+# Each round line also gives mailctl's CPU time (user + system, whole process) per letter and,
+# on the private PostgreSQL cluster, the server's CPU per letter for the run.
 #
 # Needs: postfix (smtp-sink, smtp-source), sqlite3, PostgreSQL server binaries (or
 # BENCH_PG_URL=postgres://... of an empty database you can drop tables in), GNU time.
@@ -86,15 +90,31 @@ open(sys.argv[2], 'w').write(body)" "$((SIZE - 700))" "$dir/body.txt"
     export MAILCTL_SMTP_URL=smtp://127.0.0.1:$SINK_PORT
 }
 
-# Runs send-due under GNU time; prints "letters/s peak_rss_kb".
+# CPU seconds (user + system) of the private PostgreSQL cluster so far, its exited backends
+# included (the postmaster's children times); 0 without a private cluster.
+pg_cpu() {
+    [[ -n "${PGDATA_DIR:-}" ]] || { echo 0; return; }
+    awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15 + $16 + $17) / hz}' \
+        "/proc/$(head -1 "$PGDATA_DIR/postmaster.pid")/stat"
+}
+
+# Runs send-due under GNU time; prints "sent letters/s peak_rss_kb mailctl_cpu_us_per_letter
+# server_cpu_us_per_letter" (the server's: PostgreSQL's work for this run, 0 on SQLite).
 measure() { # dir [binary]
-    local dir=$1 bin=${2:-$BIN}
+    local dir=$1 bin=${2:-$BIN} pg_before pg_after
+    pg_before=$(pg_cpu)
     /usr/bin/time -f '%M %U %S %e' -o "$dir/rss" "$bin" send-due --concurrency "$CONCURRENCY" --format json \
         >"$dir/summary.json" 2>"$dir/stderr"
+    sleep 0.2 # the backends exit and are counted
+    pg_after=$(pg_cpu)
     local sent lps
     sent=$(python3 -c "import json; print(json.load(open('$dir/summary.json'))['sent'])")
     lps=$(python3 -c "import json; print(round(json.load(open('$dir/summary.json'))['letters_per_second'], 1))")
-    read -r rss_kb user_s sys_s wall_s < "$dir/rss"; echo "cpu: user ${user_s}s sys ${sys_s}s wall ${wall_s}s" >&2; echo "$sent $lps $rss_kb"
+    read -r rss_kb user_s sys_s wall_s < "$dir/rss"
+    echo "cpu: user ${user_s}s sys ${sys_s}s wall ${wall_s}s" >&2
+    python3 -c "
+n = max($sent, 1)
+print($sent, $lps, $rss_kb, round(($user_s + $sys_s) / n * 1e6, 1), round(($pg_after - $pg_before) / n * 1e6, 1))"
 }
 
 pg_start() { # a private cluster, unless BENCH_PG_URL is given (in this shell: not in $(...))
@@ -127,25 +147,28 @@ for backend in $BACKENDS; do
         if [[ $backend == sqlite ]]; then url=sqlite://$dir/data/mailctl.db; else url=$(pg_url); fi
         setup "$dir" "$url" "$N"
         REF=$(reference)
-        read -r sent lps rss < <(measure "$dir")
+        read -r sent lps rss cpu server < <(measure "$dir")
         [[ $sent == "$N" ]] || { echo "expected $N letters, sent $sent" >&2; cat "$dir/stderr" >&2; exit 1; }
         ratio=$(python3 -c "print(round(100 * $lps / $REF))")
-        echo "round $round, $backend: smtp-source $REF msg/s, mailctl $lps letters/s = $ratio%, peak RSS $((rss / 1024)) MB"
+        cpu_note="mailctl CPU $cpu µs/letter"
+        [[ $backend == postgres && -n "${PGDATA_DIR:-}" ]] && cpu_note+=", PostgreSQL CPU $server µs/letter"
+        echo "round $round, $backend: smtp-source $REF msg/s, mailctl $lps letters/s = $ratio%, peak RSS $((rss / 1024)) MB, $cpu_note"
         if [[ -n "${BASELINE:-}" ]]; then
             base=$WORK/$backend-$round-baseline
             mkdir -p "$base"
             if [[ $backend == sqlite ]]; then burl=sqlite://$base/data/mailctl.db; else burl=$(pg_url); fi
             setup "$base" "$burl" "$N"
-            read -r bsent blps _ < <(measure "$base" "$BASELINE")
+            read -r bsent blps _ bcpu _ < <(measure "$base" "$BASELINE")
             [[ $bsent == "$N" ]] || { echo "baseline sent $bsent of $N" >&2; exit 1; }
-            echo "round $round, $backend: baseline $blps letters/s; new / baseline = $(python3 -c "print(round($lps / $blps, 2))")"
+            echo "round $round, $backend: baseline $blps letters/s, CPU $bcpu µs/letter; new / baseline = $(python3 -c "print(round($lps / $blps, 2))")"
         fi
-        ratios+=("$ratio|$REF|$lps|$((rss / 1024))")
+        ratios+=("$ratio|$REF|$lps|$((rss / 1024))|$cpu|$server")
     done
     # The round with the median ratio.
     median=$(printf '%s\n' "${ratios[@]}" | sort -t'|' -k1,1n | sed -n "$(( (ROUNDS + 1) / 2 ))p")
-    IFS='|' read -r ratio REF lps rss <<<"$median"
-    RESULT[$backend]="| $REF | $lps | $ratio% | $rss MB | $(printf '%s%% ' "${ratios[@]%%|*}")|"
+    IFS='|' read -r ratio REF lps rss cpu server <<<"$median"
+    [[ $backend == postgres && -n "${PGDATA_DIR:-}" ]] || server=-
+    RESULT[$backend]="| $REF | $lps | $ratio% | $cpu | $server | $rss MB | $(printf '%s%% ' "${ratios[@]%%|*}")|"
 done
 
 if [[ $MEMORY == 1 ]]; then
@@ -153,7 +176,7 @@ if [[ $MEMORY == 1 ]]; then
         dir=$WORK/mem$count
         mkdir -p "$dir"
         setup "$dir" "sqlite://$dir/data/mailctl.db" "$count"
-        read -r sent lps rss < <(measure "$dir")
+        read -r sent lps rss _ < <(measure "$dir")
         echo "memory: $count recipients: sent $sent, $lps letters/s, peak RSS $((rss / 1024)) MB ($rss KB)"
         RESULT[mem$count]=$rss
     done
@@ -161,7 +184,7 @@ if [[ $MEMORY == 1 ]]; then
 fi
 
 echo
-echo "Median round of $ROUNDS per backend:"
-echo "| backend | smtp-source -d -s $CONCURRENCY msg/s | mailctl send-due --concurrency $CONCURRENCY letters/s | ratio | peak RSS | all rounds |"
-echo "|---|---|---|---|---|---|"
+echo "$N recipients, median round of $ROUNDS per backend:"
+echo "| backend | smtp-source -d -s $CONCURRENCY msg/s | mailctl send-due --concurrency $CONCURRENCY letters/s | ratio | mailctl CPU µs/letter | PostgreSQL CPU µs/letter | peak RSS | all rounds |"
+echo "|---|---|---|---|---|---|---|---|"
 for backend in $BACKENDS; do echo "| $backend ${RESULT[$backend]}"; done
