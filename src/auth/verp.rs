@@ -23,7 +23,10 @@ fn mac(secret: &[u8], mailing_id: i64, client_id: i64) -> HmacSha256 {
 
 pub fn token(secret: &[u8], mailing_id: i64, client_id: i64) -> String {
     let tag = mac(secret, mailing_id, client_id).finalize().into_bytes();
-    format!("{mailing_id}.{client_id}.{}", hex::encode(&tag[..MAC_BYTES]))
+    format!(
+        "{mailing_id}.{client_id}.{}",
+        hex::encode(&tag[..MAC_BYTES])
+    )
 }
 
 /// `local+TOKEN@domain` for the configured bounce address `local@domain`.
@@ -31,10 +34,7 @@ pub fn return_path(bounce_address: &str, secret: &[u8], mailing_id: i64, client_
     let (local, domain) = bounce_address
         .rsplit_once('@')
         .unwrap_or((bounce_address, "localhost"));
-    format!(
-        "{local}+{}@{domain}",
-        token(secret, mailing_id, client_id)
-    )
+    format!("{local}+{}@{domain}", token(secret, mailing_id, client_id))
 }
 
 /// The (mailing, client) of a token whose MAC is right (checked in constant time).
@@ -83,7 +83,10 @@ fn candidate(s: &[u8]) -> Option<usize> {
         return None;
     }
     let start = a + b + 2;
-    let hex = s[start..].iter().take_while(|c| c.is_ascii_hexdigit()).count();
+    let hex = s[start..]
+        .iter()
+        .take_while(|c| c.is_ascii_hexdigit())
+        .count();
     (hex == MAC_HEX && s.get(start + hex) == Some(&b'@')).then_some(start + hex)
 }
 
@@ -103,10 +106,20 @@ mod tests {
         assert_eq!(verify(b"k", &unsub), None);
         let rp = return_path("bounces@example.com", b"k", 7, 42);
         assert_eq!(rp, format!("bounces+{t}@example.com"));
-        let text = format!("To: <{rp}>\r\nX-Original-To: {}\r\n+1.2.3@x +.@", rp.to_uppercase());
+        let text = format!(
+            "To: <{rp}>\r\nX-Original-To: {}\r\n+1.2.3@x +.@",
+            rp.to_uppercase()
+        );
         assert_eq!(find(b"k", text.as_bytes()), vec![(7, 42)]);
         assert_eq!(find(b"other", text.as_bytes()), vec![]);
-        for bad in ["", "7", "7.42", "7.42.", "x.y.z", "-1.2.00000000000000000000"] {
+        for bad in [
+            "",
+            "7",
+            "7.42",
+            "7.42.",
+            "x.y.z",
+            "-1.2.00000000000000000000",
+        ] {
             assert_eq!(verify(b"k", bad), None, "{bad}");
         }
     }

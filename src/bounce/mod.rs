@@ -47,7 +47,10 @@ pub fn confirms(report: &Report, letter: &Letter, email_key: &str, raw: &[u8]) -
         return report.recipients.iter().any(|r| r == email_key)
             || (letter.signed && report.kind == Kind::Complaint);
     }
-    letter.signed || String::from_utf8_lossy(raw).to_lowercase().contains(email_key)
+    letter.signed
+        || String::from_utf8_lossy(raw)
+            .to_lowercase()
+            .contains(email_key)
 }
 
 /// The key that makes importing the same report twice a no-op.

@@ -68,7 +68,11 @@ pub fn parse(raw: &[u8]) -> Parsed {
         return Parsed::Malformed("no header fields");
     }
     let identity = identity(&mail, raw);
-    let report_type = mail.ctype.params.get("report-type").map(|s| s.to_ascii_lowercase());
+    let report_type = mail
+        .ctype
+        .params
+        .get("report-type")
+        .map(|s| s.to_ascii_lowercase());
     if mail.ctype.mimetype == "multipart/report" {
         return match report_type.as_deref() {
             Some("delivery-status") => dsn(&mail, identity),
@@ -159,7 +163,11 @@ fn class(status: &str) -> Option<Kind> {
     let mut parts = code.split('.');
     let first = parts.next()?;
     let rest: Vec<&str> = parts.collect();
-    if rest.len() != 2 || rest.iter().any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit())) {
+    if rest.len() != 2
+        || rest
+            .iter()
+            .any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
+    {
         return None;
     }
     match first {
@@ -283,7 +291,9 @@ fn from_mail_system(mail: &ParsedMail<'_>) -> bool {
 
 /// An enhanced status code (`5.1.1`) in free text, else a reply code (`550`).
 fn status_in_text(text: &str) -> Option<(Kind, String)> {
-    let words = text.split(|c: char| c.is_whitespace() || matches!(c, '(' | ')' | '<' | '>' | ',' | ';' | ':' | '[' | ']' | '"'));
+    let words = text.split(|c: char| {
+        c.is_whitespace() || matches!(c, '(' | ')' | '<' | '>' | ',' | ';' | ':' | '[' | ']' | '"')
+    });
     let mut reply = None;
     for w in words {
         let w = w.trim_end_matches('.');
@@ -375,7 +385,10 @@ mod tests {
 
     #[test]
     fn addresses_and_ids() {
-        assert_eq!(address("rfc822; Ann@Example.com").as_deref(), Some("ann@example.com"));
+        assert_eq!(
+            address("rfc822; Ann@Example.com").as_deref(),
+            Some("ann@example.com")
+        );
         assert_eq!(address("rfc822;<a@b.c>").as_deref(), Some("a@b.c"));
         assert_eq!(address("rfc822; nobody"), None);
         let raw = b"In-Reply-To: <mailing-7.client-42@Example.COM>\r\n<mailing-7.client-42@example.com> <mailing-x.client-1@example.com> <mailing-1.client-2@other.org>";
@@ -388,7 +401,10 @@ mod tests {
             status_in_text("SMTP error: 550 5.1.1 <x@y>: user unknown").map(|s| s.0),
             Some(Kind::Hard)
         );
-        assert_eq!(status_in_text("421 try later").map(|s| s.0), Some(Kind::Soft));
+        assert_eq!(
+            status_in_text("421 try later").map(|s| s.0),
+            Some(Kind::Soft)
+        );
         assert_eq!(status_in_text("no code at all 2026"), None);
     }
 }

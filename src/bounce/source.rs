@@ -56,7 +56,13 @@ pub fn read(path: Option<&str>) -> Result<(Source, Vec<Message>)> {
     if data.starts_with(b"From ") {
         Ok((Source::Mbox, split_mbox(&data)))
     } else {
-        Ok((Source::Mbox, vec![Message { raw: data, file: None }]))
+        Ok((
+            Source::Mbox,
+            vec![Message {
+                raw: data,
+                file: None,
+            }],
+        ))
     }
 }
 

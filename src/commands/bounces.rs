@@ -76,12 +76,14 @@ pub async fn run(ctx: &Ctx, cmd: BouncesCmd) -> Result<()> {
     let started = Instant::now();
     let (source, messages) = source::read(path.as_deref())?;
     if delete && !matches!(source, Source::Maildir(_)) {
-        return Err(Error::invalid("delete", "applies to a Maildir directory only"));
+        return Err(Error::invalid(
+            "delete",
+            "applies to a Maildir directory only",
+        ));
     }
     if let Some(dir) = &rejects {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            Error::runtime(format!("cannot create {}: {e}", dir.display()))
-        })?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::runtime(format!("cannot create {}: {e}", dir.display())))?;
     }
     let db = ctx.db().await?;
     let secret = suppressions::secret(db, "unsubscribe").await?;
@@ -132,7 +134,9 @@ async fn one(db: &db::Db, raw: &[u8], secret: &[u8], domain: &str) -> Result<Out
     };
     let candidates: Vec<Letter> = bounce::candidates(raw, secret, domain);
     if candidates.is_empty() {
-        return Ok(Outcome::Unmatched("no signed return path or Message-ID of ours"));
+        return Ok(Outcome::Unmatched(
+            "no signed return path or Message-ID of ours",
+        ));
     }
     for letter in &candidates {
         let Some(sent) = db_bounces::sent(db, letter.mailing_id, letter.client_id).await? else {

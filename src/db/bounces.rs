@@ -42,7 +42,9 @@ pub struct Event<'a> {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
-    Recorded { suppressed: bool },
+    Recorded {
+        suppressed: bool,
+    },
     /// This report was imported before: nothing changed.
     Duplicate,
 }

@@ -86,8 +86,7 @@ impl Template {
         let Some(bounce) = &self.bounce_address else {
             return Ok(self.from.email.clone());
         };
-        let verp =
-            crate::auth::verp::return_path(bounce, &self.secret, self.mailing_id, client_id);
+        let verp = crate::auth::verp::return_path(bounce, &self.secret, self.mailing_id, client_id);
         verp.parse()
             .map_err(|e| Error::invalid("MAILCTL_BOUNCE_ADDRESS", format!("'{verp}': {e}")))
     }
