@@ -54,12 +54,12 @@ pub fn confirms(report: &Report, letter: &Letter, email_key: &str, raw: &[u8]) -
 }
 
 /// The key that makes importing the same report twice a no-op.
-pub fn digest(report: &Report, letter: &Letter) -> String {
+pub fn digest(report: &Report, mailing_id: i64, client_id: i64) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     h.update(report.identity);
-    h.update(letter.mailing_id.to_be_bytes());
-    h.update(letter.client_id.to_be_bytes());
+    h.update(mailing_id.to_be_bytes());
+    h.update(client_id.to_be_bytes());
     h.update(report.kind.as_str().as_bytes());
     hex::encode(h.finalize())
 }

@@ -6,7 +6,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::Ctx;
-use crate::bounce::report::{self, Kind, Parsed};
+use crate::bounce::report::{self, Kind, Parsed, Report};
 use crate::bounce::source::{self, Source};
 use crate::bounce::{self, Letter};
 use crate::cli::BouncesCmd;
@@ -91,83 +91,139 @@ pub async fn run(ctx: &Ctx, cmd: BouncesCmd) -> Result<()> {
     let domain = from.email.domain().to_string();
 
     let mut sum = Summary::default();
-    for message in &messages {
-        sum.read += 1;
-        let outcome = one(db, &message.raw, &secret, &domain).await?;
-        match outcome {
-            Outcome::Recorded(kind, suppressed) => {
-                match kind {
-                    Kind::Hard => sum.hard += 1,
-                    Kind::Soft => sum.soft += 1,
-                    Kind::Complaint => sum.complaints += 1,
+    for chunk in messages.chunks(BATCH) {
+        let outcomes = batch(db, chunk, &secret, &domain).await?;
+        for (message, outcome) in chunk.iter().zip(outcomes) {
+            sum.read += 1;
+            match outcome {
+                Outcome::Recorded(kind, suppressed) => {
+                    match kind {
+                        Kind::Hard => sum.hard += 1,
+                        Kind::Soft => sum.soft += 1,
+                        Kind::Complaint => sum.complaints += 1,
+                    }
+                    sum.suppressed += u64::from(suppressed);
                 }
-                sum.suppressed += u64::from(suppressed);
+                Outcome::Duplicate => sum.duplicates += 1,
+                Outcome::Unmatched(why) | Outcome::Malformed(why) => {
+                    let malformed = matches!(outcome, Outcome::Malformed(_));
+                    let label = if malformed {
+                        sum.malformed += 1;
+                        "malformed"
+                    } else {
+                        sum.unmatched += 1;
+                        "unmatched"
+                    };
+                    eprintln!("message {}: {label}: {why}", sum.read);
+                    if let Some(dir) = &rejects {
+                        keep(dir, label, &message.raw)?;
+                    }
+                }
             }
-            Outcome::Duplicate => sum.duplicates += 1,
-            Outcome::Unmatched(why) | Outcome::Malformed(why) => {
-                let malformed = matches!(outcome, Outcome::Malformed(_));
-                if malformed {
-                    sum.malformed += 1;
-                } else {
-                    sum.unmatched += 1;
-                }
-                let label = if malformed { "malformed" } else { "unmatched" };
-                tracing_line(label, sum.read, why);
-                if let Some(dir) = &rejects {
-                    keep(dir, label, &message.raw)?;
-                }
+            // Only once its batch committed: a crash before leaves it in new/ for next time.
+            if let (Source::Maildir(dir), Some(file)) = (&source, &message.file) {
+                source::done(dir, file, delete)?;
             }
-        }
-        if let (Source::Maildir(dir), Some(file)) = (&source, &message.file) {
-            source::done(dir, file, delete)?;
         }
     }
     print(ctx.format(), &sum, started)
 }
 
-/// One message, start to end; database errors end the run (exit 1), bad input never does.
-async fn one(db: &db::Db, raw: &[u8], secret: &[u8], domain: &str) -> Result<Outcome> {
-    let report = match report::parse(raw) {
-        Parsed::Report(r) => r,
-        Parsed::NotReport(why) => return Ok(Outcome::Unmatched(why)),
-        Parsed::Malformed(why) => return Ok(Outcome::Malformed(why)),
-    };
-    let candidates: Vec<Letter> = bounce::candidates(raw, secret, domain);
-    if candidates.is_empty() {
-        return Ok(Outcome::Unmatched(
-            "no signed return path or Message-ID of ours",
-        ));
-    }
-    for letter in &candidates {
-        let Some(sent) = db_bounces::sent(db, letter.mailing_id, letter.client_id).await? else {
-            continue;
-        };
-        if !bounce::confirms(&report, letter, &sent.email_key, raw) {
-            continue;
-        }
-        let digest = bounce::digest(&report, letter);
-        let event = Event {
-            digest: &digest,
-            mailing_id: letter.mailing_id,
-            client_id: letter.client_id,
-            recipient: &sent,
-            kind: report.kind,
-            text: &report.text,
-            at: db::now(),
-        };
-        return Ok(match db_bounces::apply(db, &event).await? {
-            Applied::Recorded { suppressed } => Outcome::Recorded(report.kind, suppressed),
-            Applied::Duplicate => Outcome::Duplicate,
-        });
-    }
-    Ok(Outcome::Unmatched(
-        "no letter of ours to that recipient (unknown, or another client's)",
-    ))
+/// Reports per transaction: one commit per report would cap the import at the database's
+/// fsync rate (benches/bounces.sh).
+const BATCH: usize = 500;
+
+/// A report tied to the letter it is about, or why not.
+enum Tied<'a> {
+    Letter(Report, &'a db_bounces::Sent),
+    Not(Outcome),
 }
 
-/// Why a message was set aside, on stderr (logs never go to stdout).
-fn tracing_line(label: &str, n: u64, why: &str) {
-    eprintln!("message {n}: {label}: {why}");
+/// One batch of messages, start to end; database errors end the run (exit 1), bad input never
+/// does.
+async fn batch(
+    db: &db::Db,
+    chunk: &[source::Message],
+    secret: &[u8],
+    domain: &str,
+) -> Result<Vec<Outcome>> {
+    let parsed: Vec<(Parsed, Vec<Letter>)> = chunk
+        .iter()
+        .map(|m| {
+            let p = report::parse(&m.raw);
+            let letters = match &p {
+                Parsed::Report(_) => bounce::candidates(&m.raw, secret, domain),
+                _ => Vec::new(),
+            };
+            (p, letters)
+        })
+        .collect();
+    let pairs: Vec<(i64, i64)> = parsed
+        .iter()
+        .flat_map(|(_, ls)| ls.iter().map(|l| (l.mailing_id, l.client_id)))
+        .collect();
+    let sent = db_bounces::sent(db, &pairs).await?;
+
+    let mut tied = Vec::with_capacity(chunk.len());
+    for (message, (p, letters)) in chunk.iter().zip(parsed) {
+        tied.push(match p {
+            Parsed::NotReport(why) => Tied::Not(Outcome::Unmatched(why)),
+            Parsed::Malformed(why) => Tied::Not(Outcome::Malformed(why)),
+            Parsed::Report(r) if letters.is_empty() => {
+                let _ = r;
+                Tied::Not(Outcome::Unmatched(
+                    "no signed return path or Message-ID of ours",
+                ))
+            }
+            Parsed::Report(r) => {
+                // The first letter that went out and whose recipient the report agrees with.
+                let found = letters.iter().find_map(|l| {
+                    let s = sent.get(&(l.mailing_id, l.client_id))?;
+                    bounce::confirms(&r, l, &s.email_key, &message.raw).then_some(s)
+                });
+                match found {
+                    Some(s) => Tied::Letter(r, s),
+                    None => Tied::Not(Outcome::Unmatched(
+                        "no letter of ours to that recipient (unknown, or another client's)",
+                    )),
+                }
+            }
+        });
+    }
+
+    let at = db::now();
+    let digests: Vec<Option<String>> = tied
+        .iter()
+        .map(|t| match t {
+            Tied::Letter(r, s) => Some(bounce::digest(r, s.mailing_id, s.client_id)),
+            Tied::Not(_) => None,
+        })
+        .collect();
+    let events: Vec<Event> = tied
+        .iter()
+        .zip(&digests)
+        .filter_map(|(t, d)| match (t, d) {
+            (Tied::Letter(r, s), Some(d)) => Some(Event {
+                digest: d,
+                recipient: s,
+                kind: r.kind,
+                text: &r.text,
+                at,
+            }),
+            _ => None,
+        })
+        .collect();
+    let mut applied = db_bounces::apply_all(db, &events).await?.into_iter();
+    Ok(tied
+        .into_iter()
+        .map(|t| match t {
+            Tied::Not(o) => o,
+            Tied::Letter(r, _) => match applied.next().expect("one result per event") {
+                Applied::Recorded { suppressed } => Outcome::Recorded(r.kind, suppressed),
+                Applied::Duplicate => Outcome::Duplicate,
+            },
+        })
+        .collect())
 }
 
 /// A copy of a message set aside, named by its content (a second import keeps one copy).
