@@ -197,6 +197,12 @@ pub enum Command {
     /// Send attempts, one row per try
     #[command(subcommand)]
     Attempts(AttemptsCmd),
+    /// Bounces and spam complaints coming back (DSN, ARF): tie them to letters, suppress
+    #[command(subcommand)]
+    Bounces(BouncesCmd),
+    /// Addresses not to write to again (unsubscribed, refused, bounced, complained, manual)
+    #[command(subcommand)]
+    Suppressions(SuppressionsCmd),
     /// Send every due mailing (run from cron every minute)
     #[command(
         after_help = "Example (crontab):\n  * * * * * mailctl send-due --format json >> /var/log/mailctl.log 2>&1"
@@ -505,6 +511,85 @@ pub enum MailingsCmd {
 pub enum AttemptStatus {
     Success,
     Failure,
+    /// A bounce report (DSN) received after the letter left
+    Bounced,
+    /// A spam complaint (ARF) about the letter
+    Complained,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BouncesCmd {
+    /// Read bounce reports and complaints: one message on stdin, an mbox file or a Maildir
+    #[command(
+        long_about = "Read bounce reports (RFC 3464 delivery status notifications, or plain-text bounces from a mail \
+system) and spam complaints (RFC 5965 ARF reports), and tie each to the letter it is about: by the signed VERP \
+return path (MAILCTL_BOUNCE_ADDRESS) or by the letter's Message-ID, whose recipient the report must name.\n\n\
+A hard bounce (5.x.x) records an attempt `bounced`, marks the delivery failed and suppresses the address for \
+the mailing's owner; a soft one (4.x.x) is recorded, and the third within 30 days suppresses the address. A \
+complaint records `complained` and suppresses the address. Anything that cannot be tied to a letter we sent \
+(no valid signature, unknown Message-ID, another recipient, not a report) is counted as unmatched and never \
+acted on; a message that cannot be read is counted as malformed. Each report is one transaction; importing \
+the same report again changes nothing.\n\n\
+Prints a summary (read, hard, soft, complaints, duplicates, unmatched, malformed). Exit 0 unless the input \
+cannot be read at all (exit 1, naming it). Runs without a login, like send-due: whoever can reach the \
+database runs it (an MTA pipe, cron).",
+        after_help = "Examples:\n  \
+# /etc/aliases: bounces: \"|/usr/local/bin/mailctl bounces import -\"\n  \
+mailctl bounces import /var/mail/bounces --format json\n  \
+mailctl bounces import ~/Maildir/.bounces --rejects /var/lib/mailctl/rejects"
+    )]
+    Import {
+        /// A message on standard input (`-`, the default), an mbox file, or a Maildir directory (its new/ is read)
+        #[arg(value_name = "PATH|-")]
+        path: Option<String>,
+        /// Remove Maildir messages once done instead of moving them to cur/
+        #[arg(long)]
+        delete: bool,
+        /// Keep a copy of every unmatched or malformed message in this directory
+        #[arg(long, value_name = "DIR")]
+        rejects: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SuppressionsCmd {
+    /// List the suppressed addresses, with the reason and the time
+    #[command(after_help = "Example:\n  mailctl suppressions list --format csv")]
+    List {
+        /// Another account's list (administrators)
+        #[arg(long, value_name = "EMAIL")]
+        owner: Option<String>,
+    },
+    /// Suppress addresses by hand (reason `manual`); addresses already suppressed keep theirs
+    #[command(after_help = "Example:\n  mailctl suppressions add old@example.com gone@example.org")]
+    Add {
+        /// Addresses to suppress
+        #[arg(required = true, value_name = "EMAIL")]
+        emails: Vec<String>,
+        /// Another account's list (administrators)
+        #[arg(long, value_name = "EMAIL")]
+        owner: Option<String>,
+    },
+    /// Allow addresses again (all or nothing: an address not in the list is exit 4)
+    #[command(after_help = "Example:\n  mailctl suppressions remove old@example.com")]
+    Remove {
+        /// Addresses to allow again
+        #[arg(required = true, value_name = "EMAIL")]
+        emails: Vec<String>,
+        /// Another account's list (administrators)
+        #[arg(long, value_name = "EMAIL")]
+        owner: Option<String>,
+    },
+    /// Suppress the addresses of a file (one per line, or CSV with an `email` column; reason `manual`)
+    #[command(after_help = "Example:\n  mailctl suppressions import do-not-mail.txt")]
+    Import {
+        /// The file (`-`: standard input)
+        #[arg(value_name = "FILE")]
+        file: String,
+        /// Another account's list (administrators)
+        #[arg(long, value_name = "EMAIL")]
+        owner: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -514,8 +599,10 @@ pub enum AttemptsCmd {
         after_help = "Example:\n  mailctl attempts list --mailing 7 --status failure --format csv"
     )]
     List {
+        /// Only this mailing's attempts
         #[arg(long)]
         mailing: Option<i64>,
+        /// Only attempts with this status (bounced and complained come from `bounces import`)
         #[arg(long, value_enum)]
         status: Option<AttemptStatus>,
         /// Only attempts at or after this time (RFC 3339)
@@ -561,6 +648,7 @@ pub enum StatsBy {
 #[command(
     long_about = "Statistics of send attempts: letters attempted, succeeded and failed, recipients reached \
 (distinct recipients of a mailing with at least one successful attempt; a deleted client no longer counts), \
+bounced and complained (bounce reports and spam complaints recorded by `bounces import`, not counted as attempts), \
 success rate (succeeded / attempted, 4 decimals) and first and last attempt.\n\n\
 A user sees their own mailings; a manager or an administrator sees everyone's and may use --by user. \
 Groups with no attempt in the range are not listed; without --by there is always one row.\n\n\

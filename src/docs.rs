@@ -44,6 +44,14 @@ pub fn record_fields() -> Vec<(&'static str, &'static [&'static str])> {
             "clients import summary",
             crate::commands::import::Summary::HEADERS,
         ),
+        (
+            "bounces import summary",
+            crate::commands::bounces::Summary::HEADERS,
+        ),
+        (
+            "suppressions list",
+            crate::db::suppressions::Suppression::HEADERS,
+        ),
         ("doctor", crate::commands::doctor::Check::HEADERS),
         ("stats", crate::commands::stats::OverallStats::HEADERS),
         (

@@ -1,6 +1,7 @@
 //! mailctl: manage email mailings from the command line, and send them from cron.
 
 pub mod auth;
+pub mod bounce;
 pub mod cache;
 pub mod cli;
 pub mod commands;

@@ -510,6 +510,8 @@ fn field_names(env: &Env) {
         "succeeded",
         "failed",
         "recipients_reached",
+        "bounced",
+        "complained",
         "success_rate",
         "first_attempt_at",
         "last_attempt_at",

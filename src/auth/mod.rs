@@ -6,3 +6,4 @@ pub mod session;
 pub mod throttle;
 pub mod token;
 pub mod unsubscribe;
+pub mod verp;

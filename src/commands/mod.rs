@@ -16,6 +16,7 @@ use crate::output::Format;
 
 pub mod accounts_cmd;
 pub mod attempts;
+pub mod bounces;
 pub mod clients;
 pub mod doctor;
 pub mod import;
@@ -26,6 +27,7 @@ pub mod register;
 pub mod send;
 pub mod serve;
 pub mod stats;
+pub mod suppressions;
 pub mod system_letters;
 pub mod users;
 
@@ -113,6 +115,8 @@ async fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Password(c) => password::run(ctx, c).await,
         Command::Serve(a) => serve::run(ctx, a).await,
         Command::Attempts(c) => attempts::run(ctx, c).await,
+        Command::Bounces(c) => bounces::run(ctx, c).await,
+        Command::Suppressions(c) => suppressions::run(ctx, c).await,
         Command::SendDue(a) => send::send_due(ctx, a).await,
         Command::Stats(a) => stats::run(ctx, a).await,
         Command::Doctor => doctor::run(ctx).await,

@@ -16,7 +16,7 @@ use crate::output::{self, Record, opt_time};
 use crate::validate;
 
 /// Bump when `Row` or the meaning of a figure changes: old cache entries are then ignored.
-const CACHE_FORMAT: &str = "stats-v1";
+const CACHE_FORMAT: &str = "stats-v2";
 /// Entries never go stale (the key holds the versions); this only bounds Redis' memory.
 const CACHE_TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -40,6 +40,8 @@ macro_rules! stats_record {
             pub succeeded: i64,
             pub failed: i64,
             pub recipients_reached: i64,
+            pub bounced: i64,
+            pub complained: i64,
             pub success_rate: Option<f64>,
             pub first_attempt_at: Option<DateTime<Utc>>,
             pub last_attempt_at: Option<DateTime<Utc>>,
@@ -52,6 +54,8 @@ macro_rules! stats_record {
                 "succeeded",
                 "failed",
                 "recipients_reached",
+                "bounced",
+                "complained",
                 "success_rate",
                 "first_attempt_at",
                 "last_attempt_at",
@@ -64,6 +68,8 @@ macro_rules! stats_record {
                     self.succeeded.to_string(),
                     self.failed.to_string(),
                     self.recipients_reached.to_string(),
+                    self.bounced.to_string(),
+                    self.complained.to_string(),
                     opt_rate(self.success_rate),
                     opt_time(&self.first_attempt_at),
                     opt_time(&self.last_attempt_at),
@@ -81,6 +87,8 @@ macro_rules! stats_record {
                     succeeded: r.succeeded,
                     failed: r.failed,
                     recipients_reached: r.recipients_reached,
+                    bounced: r.bounced,
+                    complained: r.complained,
                     success_rate: rate(r),
                     first_attempt_at: r.first_attempt_at,
                     last_attempt_at: r.last_attempt_at,

@@ -15,7 +15,7 @@ use crate::output::{Record, time};
 pub enum Next {
     /// 2xx: delivered, final.
     Sent,
-    /// 5xx: refused for good, final; the address is suppressed for the owner (bounced).
+    /// 5xx: refused for good, final; the address is suppressed for the owner (refused).
     Failed,
     /// 4xx or no answer: try again at this time (the try counts).
     Retry(DateTime<Utc>),
@@ -145,7 +145,7 @@ impl RecordTries for sqlx::SqliteConnection {
         if !bounced.is_empty() {
             sqlx::query(
                 "INSERT INTO suppressions (owner_id, email_key, reason, created_at) \
-                 SELECT value ->> 0, value ->> 1, 'bounced', value ->> 2 FROM json_each($1) \
+                 SELECT value ->> 0, value ->> 1, 'refused', value ->> 2 FROM json_each($1) \
                  WHERE TRUE ON CONFLICT (owner_id, email_key) DO NOTHING",
             )
             .bind(serde_json::Value::Array(bounced).to_string())
@@ -266,7 +266,7 @@ impl RecordTries for sqlx::PgConnection {
         if !bounced.is_empty() {
             sqlx::query(
                 "INSERT INTO suppressions (owner_id, email_key, reason, created_at) \
-                 SELECT owner_id, email_key, 'bounced', at \
+                 SELECT owner_id, email_key, 'refused', at \
                  FROM unnest($1::bigint[], $2::text[], $3::timestamptz[]) AS v(owner_id, email_key, at) \
                  ON CONFLICT (owner_id, email_key) DO NOTHING",
             )

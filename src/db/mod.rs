@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 
 pub mod accounts;
 pub mod attempts;
+pub mod bounces;
 pub mod clients;
 pub mod deliveries;
 pub mod dialect;

@@ -41,6 +41,11 @@ pub struct Row {
     pub succeeded: i64,
     pub failed: i64,
     pub recipients_reached: i64,
+    /// Bounce reports and complaints received (`bounces import`), apart from the tries.
+    #[serde(default)]
+    pub bounced: i64,
+    #[serde(default)]
+    pub complained: i64,
     pub first_attempt_at: Option<DateTime<Utc>>,
     pub last_attempt_at: Option<DateTime<Utc>>,
 }
@@ -149,11 +154,11 @@ pub async fn query(db: &Db, scope: Scope, q: &Query) -> Result<Vec<Row>> {
     let facts = if q.since.is_none() && q.until.is_none() {
         if by_day {
             "SELECT mailing_id, day, attempted, succeeded, failed, recipients_reached, \
-             first_attempt_at, last_attempt_at FROM mailing_day_stats"
+             bounced, complained, first_attempt_at, last_attempt_at FROM mailing_day_stats"
                 .to_string()
         } else {
             "SELECT mailing_id, attempted, succeeded, failed, recipients_reached, \
-             first_attempt_at, last_attempt_at FROM mailing_stats"
+             bounced, complained, first_attempt_at, last_attempt_at FROM mailing_stats"
                 .to_string()
         }
     } else {
@@ -176,7 +181,7 @@ pub async fn query(db: &Db, scope: Scope, q: &Query) -> Result<Vec<Row>> {
             }
             branches.push(format!(
                 "SELECT mailing_id, {}attempted, succeeded, failed, recipients_reached, \
-                 first_attempt_at, last_attempt_at FROM mailing_day_stats WHERE {}",
+                 bounced, complained, first_attempt_at, last_attempt_at FROM mailing_day_stats WHERE {}",
                 day_col("day".into()),
                 cond.join(" AND ")
             ));
@@ -185,10 +190,14 @@ pub async fn query(db: &Db, scope: Scope, q: &Query) -> Result<Vec<Row>> {
             let (a1, b1) = (sql.bind(Param::Time(a)), sql.bind(Param::Time(b)));
             let (a2, b2) = (sql.bind(Param::Time(a)), sql.bind(Param::Time(b)));
             branches.push(format!(
-                "SELECT mailing_id, {}COUNT(*) AS attempted, \
+                "SELECT mailing_id, {}\
+                 SUM(CASE WHEN status IN ('bounced', 'complained') THEN 0 ELSE 1 END) AS attempted, \
                  SUM(CASE WHEN status = 'success' THEN 1 ELSE 0 END) AS succeeded, \
                  SUM(CASE WHEN status = 'failure' THEN 1 ELSE 0 END) AS failed, \
-                 0 AS recipients_reached, MIN(attempted_at) AS first_attempt_at, \
+                 0 AS recipients_reached, \
+                 SUM(CASE WHEN status = 'bounced' THEN 1 ELSE 0 END) AS bounced, \
+                 SUM(CASE WHEN status = 'complained' THEN 1 ELSE 0 END) AS complained, \
+                 MIN(attempted_at) AS first_attempt_at, \
                  MAX(attempted_at) AS last_attempt_at \
                  FROM attempts WHERE attempted_at >= {a1} AND attempted_at < {b1} \
                  GROUP BY mailing_id{}",
@@ -199,7 +208,8 @@ pub async fn query(db: &Db, scope: Scope, q: &Query) -> Result<Vec<Row>> {
             // it as first/last changes neither MIN nor MAX.
             branches.push(format!(
                 "SELECT mailing_id, {}0 AS attempted, 0 AS succeeded, 0 AS failed, \
-                 COUNT(*) AS recipients_reached, MIN(reached_at) AS first_attempt_at, \
+                 COUNT(*) AS recipients_reached, 0 AS bounced, 0 AS complained, \
+                 MIN(reached_at) AS first_attempt_at, \
                  MAX(reached_at) AS last_attempt_at \
                  FROM stats_reached WHERE reached_at >= {a2} AND reached_at < {b2} \
                  GROUP BY mailing_id{}",
@@ -211,7 +221,7 @@ pub async fn query(db: &Db, scope: Scope, q: &Query) -> Result<Vec<Row>> {
             // since >= until: an empty range. A branch that yields no row keeps the SQL simple.
             branches.push(format!(
                 "SELECT mailing_id, {}attempted, succeeded, failed, recipients_reached, \
-                 first_attempt_at, last_attempt_at FROM mailing_day_stats WHERE 1 = 0",
+                 bounced, complained, first_attempt_at, last_attempt_at FROM mailing_day_stats WHERE 1 = 0",
                 day_col("day".into())
             ));
         }
@@ -227,6 +237,8 @@ pub async fn query(db: &Db, scope: Scope, q: &Query) -> Result<Vec<Row>> {
                 CAST(COALESCE(SUM(f.succeeded), 0) AS BIGINT) AS succeeded, \
                 CAST(COALESCE(SUM(f.failed), 0) AS BIGINT) AS failed, \
                 CAST(COALESCE(SUM(f.recipients_reached), 0) AS BIGINT) AS recipients_reached, \
+                CAST(COALESCE(SUM(f.bounced), 0) AS BIGINT) AS bounced, \
+                CAST(COALESCE(SUM(f.complained), 0) AS BIGINT) AS complained, \
                 MIN(f.first_attempt_at) AS first_attempt_at, \
                 MAX(f.last_attempt_at) AS last_attempt_at";
     let from = format!("FROM ({facts}) f JOIN mailings m ON m.id = f.mailing_id");
@@ -296,6 +308,10 @@ pub async fn rebuild(db: &Db) -> Result<()> {
     let reached_day = dialect::utc_day(db, "r.reached_at");
     let ok = "SUM(CASE WHEN status = 'success' THEN 1 ELSE 0 END)";
     let ko = "SUM(CASE WHEN status = 'failure' THEN 1 ELSE 0 END)";
+    // Reports (`bounces import`) are counted apart from the tries.
+    let n = "SUM(CASE WHEN status IN ('bounced', 'complained') THEN 0 ELSE 1 END)";
+    let bo = "SUM(CASE WHEN status = 'bounced' THEN 1 ELSE 0 END)";
+    let co = "SUM(CASE WHEN status = 'complained' THEN 1 ELSE 0 END)";
     let (clear, reload_done) = clear_counters(db);
     let mut steps: Vec<String> = clear.iter().map(|s| s.to_string()).collect();
     steps.push(
@@ -307,18 +323,18 @@ pub async fn rebuild(db: &Db) -> Result<()> {
     steps.extend(reload_done.iter().map(|s| s.to_string()));
     steps.push(format!(
         "INSERT INTO mailing_stats (mailing_id, attempted, succeeded, failed, recipients_reached, \
-         first_attempt_at, last_attempt_at) \
-         SELECT a.mailing_id, a.n, a.ok, a.ko, COALESCE(r.n, 0), a.first_at, a.last_at FROM \
-         (SELECT mailing_id, COUNT(*) AS n, {ok} AS ok, {ko} AS ko, MIN(attempted_at) AS first_at, \
+         bounced, complained, first_attempt_at, last_attempt_at) \
+         SELECT a.mailing_id, a.n, a.ok, a.ko, COALESCE(r.n, 0), a.bo, a.co, a.first_at, a.last_at FROM \
+         (SELECT mailing_id, {n} AS n, {ok} AS ok, {ko} AS ko, {bo} AS bo, {co} AS co, MIN(attempted_at) AS first_at, \
           MAX(attempted_at) AS last_at FROM attempts GROUP BY mailing_id) a \
          LEFT JOIN (SELECT mailing_id, COUNT(*) AS n FROM stats_reached GROUP BY mailing_id) r \
          ON r.mailing_id = a.mailing_id"
     ));
     steps.push(format!(
         "INSERT INTO mailing_day_stats (mailing_id, day, attempted, succeeded, failed, \
-         recipients_reached, first_attempt_at, last_attempt_at) \
-         SELECT a.mailing_id, a.day, a.n, a.ok, a.ko, COALESCE(r.n, 0), a.first_at, a.last_at FROM \
-         (SELECT mailing_id, {day} AS day, COUNT(*) AS n, {ok} AS ok, {ko} AS ko, \
+         recipients_reached, bounced, complained, first_attempt_at, last_attempt_at) \
+         SELECT a.mailing_id, a.day, a.n, a.ok, a.ko, COALESCE(r.n, 0), a.bo, a.co, a.first_at, a.last_at FROM \
+         (SELECT mailing_id, {day} AS day, {n} AS n, {ok} AS ok, {ko} AS ko, {bo} AS bo, {co} AS co, \
           MIN(attempted_at) AS first_at, MAX(attempted_at) AS last_at \
           FROM attempts GROUP BY mailing_id, {day}) a \
          LEFT JOIN (SELECT r.mailing_id, {reached_day} AS day, COUNT(*) AS n FROM stats_reached r \

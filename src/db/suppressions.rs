@@ -1,9 +1,13 @@
-//! Suppressed addresses (unsubscribed or permanently refused) and installation secrets.
+//! Suppressed addresses (an owner must not write to them again) and installation secrets.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
 
 use super::accounts::email_key;
 use super::{Db, now};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::on_pool;
+use crate::output::{Record, time};
 
 /// A random secret kept in the database, created the first time it is asked for.
 pub async fn secret(db: &Db, name: &str) -> Result<Vec<u8>> {
@@ -20,17 +24,90 @@ pub async fn secret(db: &Db, name: &str) -> Result<Vec<u8>> {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
+    /// The recipient followed the unsubscribe link.
     Unsubscribed,
+    /// The receiving server refused the address for good (5xx) while we sent.
+    Refused,
+    /// A bounce report: a hard bounce, or the third soft one within 30 days.
     Bounced,
+    /// A spam complaint (ARF).
+    Complained,
+    /// Added by the owner (`suppressions add|import`).
+    Manual,
 }
 
 impl Reason {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Reason::Unsubscribed => "unsubscribed",
+            Reason::Refused => "refused",
             Reason::Bounced => "bounced",
+            Reason::Complained => "complained",
+            Reason::Manual => "manual",
         }
     }
+}
+
+/// One suppressed address of an owner (stored lower-cased).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Suppression {
+    pub email: String,
+    pub reason: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Record for Suppression {
+    const HEADERS: &'static [&'static str] = &["email", "reason", "created_at"];
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.email.clone(),
+            self.reason.clone(),
+            time(&self.created_at),
+        ]
+    }
+}
+
+pub async fn list(db: &Db, owner_id: i64) -> Result<Vec<Suppression>> {
+    let sql = "SELECT email_key AS email, reason, created_at FROM suppressions \
+               WHERE owner_id = $1 ORDER BY created_at, email_key";
+    Ok(on_pool!(db, p => sqlx::query_as::<_, Suppression>(sql)
+        .bind(owner_id).fetch_all(p).await)?)
+}
+
+/// Suppresses addresses in one transaction; those already suppressed keep their reason.
+/// Returns how many were new.
+pub async fn add_many(db: &Db, owner_id: i64, emails: &[String], reason: Reason) -> Result<u64> {
+    let sql = "INSERT INTO suppressions (owner_id, email_key, reason, created_at) VALUES ($1, $2, $3, $4) \
+               ON CONFLICT (owner_id, email_key) DO NOTHING";
+    let at = now();
+    on_pool!(db, p => {
+        let mut tx = p.begin().await?;
+        let mut added = 0;
+        for e in emails {
+            added += sqlx::query(sql).bind(owner_id).bind(email_key(e)).bind(reason.as_str()).bind(at)
+                .execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok::<_, Error>(added)
+    })
+}
+
+/// Allows addresses again, all or none: one that is not suppressed is exit 4, nothing changed.
+pub async fn remove_many(db: &Db, owner_id: i64, emails: &[String]) -> Result<u64> {
+    let sql = "DELETE FROM suppressions WHERE owner_id = $1 AND email_key = $2";
+    on_pool!(db, p => {
+        let mut tx = p.begin().await?;
+        for e in emails {
+            let n = sqlx::query(sql).bind(owner_id).bind(email_key(e))
+                .execute(&mut *tx).await?.rows_affected();
+            if n == 0 {
+                tx.rollback().await?;
+                return Err(Error::not_found("suppression", e));
+            }
+        }
+        tx.commit().await?;
+        Ok::<_, Error>(emails.len() as u64)
+    })
 }
 
 /// Suppresses an address for one owner; an existing entry stays as it is.

@@ -32,6 +32,8 @@ pub struct Template {
     /// The domain of `MAILCTL_FROM`, for stable Message-IDs.
     domain: String,
     base_url: String,
+    /// `MAILCTL_BOUNCE_ADDRESS`: when set, each letter's envelope sender is its VERP address.
+    bounce_address: Option<String>,
     secret: Vec<u8>,
     subject: String,
     text: String,
@@ -61,6 +63,7 @@ impl Template {
             from,
             domain,
             base_url: config.base_url.trim_end_matches('/').to_string(),
+            bounce_address: config.bounce_address.clone(),
             secret,
             subject: subject.to_string(),
             text: text.to_string(),
@@ -75,6 +78,17 @@ impl Template {
             "<mailing-{}.client-{client_id}@{}>",
             self.mailing_id, self.domain
         )
+    }
+
+    /// The envelope sender: the signed VERP address when a bounce address is configured
+    /// (bounces then name their letter), else `MAILCTL_FROM`.
+    pub fn return_path(&self, client_id: i64) -> Result<lettre::Address> {
+        let Some(bounce) = &self.bounce_address else {
+            return Ok(self.from.email.clone());
+        };
+        let verp = crate::auth::verp::return_path(bounce, &self.secret, self.mailing_id, client_id);
+        verp.parse()
+            .map_err(|e| Error::invalid("MAILCTL_BOUNCE_ADDRESS", format!("'{verp}': {e}")))
     }
 
     pub fn unsubscribe_url(&self, client_id: i64) -> String {
@@ -94,7 +108,7 @@ impl Template {
             .map_err(|e| Error::invalid("email", format!("'{}': {e}", to.email)))?;
         let name = to.full_name.trim();
         // The envelope is given rather than parsed back out of the From and To headers.
-        let envelope = Envelope::new(Some(self.from.email.clone()), vec![address.clone()])
+        let envelope = Envelope::new(Some(self.return_path(to.client_id)?), vec![address.clone()])
             .map_err(|e| Error::invalid("email", format!("'{}': {e}", to.email)))?;
         let mailbox = Mailbox::new((!name.is_empty()).then(|| name.to_string()), address);
         let fill = |s: &str| fill(s, to.full_name, to.email, false);
