@@ -18,6 +18,7 @@ pub mod accounts_cmd;
 pub mod attempts;
 pub mod clients;
 pub mod doctor;
+pub mod dry_run;
 pub mod import;
 pub mod mailings;
 pub mod messages;
