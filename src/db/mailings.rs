@@ -84,18 +84,15 @@ pub enum Filter {
 /// whether or not a run has touched the mailing: `created` before the start, `completed`
 /// after the end or once no recipient is left without a final outcome, else `active`.
 ///
-/// Each count is an index range on one mailing (`deliveries_work`, the primary key of
-/// `mailing_clients`); `held` (letters left to an address that is now suppressed: they will
+/// Each count is an index range on one mailing (the primary key of `mailing_clients`, the
+/// unique key of `deliveries`); `open` walks the mailing's recipients once (about 0.25 s per
+/// 200,000 on SQLite); `held` (letters left to an address that is now suppressed: they will
 /// be set aside, not sent) starts from the owner's suppressions, which are few.
+/// MATERIALIZED keeps SQLite from copying the counts into every expression that uses them.
 fn select(where_: &str) -> String {
     format!(
-        "SELECT x.id, x.message_id, x.subject, x.start_at, x.end_at, \
-           CASE WHEN $1 < x.start_at THEN 'created' \
-                WHEN x.end_at < $1 OR x.open - x.held <= 0 THEN 'completed' ELSE 'active' END AS status, \
-           x.disabled, (x.end_at < $1 AND x.open - x.held > 0) AS ended_with_letters_left, \
-           x.clients, x.sent, x.open - x.held AS pending, x.failed, x.suppressed + x.held AS suppressed, \
-           x.owner_id, x.created_at \
-         FROM (SELECT m.id, m.message_id, msg.subject, m.start_at, m.end_at, m.disabled, m.owner_id, m.created_at, \
+        "WITH x AS MATERIALIZED (SELECT m.id, m.message_id, msg.subject, m.start_at, m.end_at, \
+             m.disabled, m.owner_id, m.created_at, \
              (SELECT COUNT(*) FROM mailing_clients mc WHERE mc.mailing_id = m.id) AS clients, \
              (SELECT COUNT(*) FROM deliveries d WHERE d.mailing_id = m.id AND d.state = 'sent') AS sent, \
              (SELECT COUNT(*) FROM deliveries d WHERE d.mailing_id = m.id AND d.state = 'failed') AS failed, \
@@ -108,7 +105,13 @@ fn select(where_: &str) -> String {
                 JOIN mailing_clients mc ON mc.mailing_id = m.id AND mc.client_id = c.id \
                 LEFT JOIN deliveries d ON d.mailing_id = m.id AND d.client_id = c.id \
               WHERE s.owner_id = m.owner_id AND (d.state IS NULL OR d.state IN ('pending', 'sending'))) AS held \
-           FROM mailings m JOIN messages msg ON msg.id = m.message_id WHERE {where_}) x"
+           FROM mailings m JOIN messages msg ON msg.id = m.message_id WHERE {where_}) \
+         SELECT x.id, x.message_id, x.subject, x.start_at, x.end_at, \
+           CASE WHEN $1 < x.start_at THEN 'created' \
+                WHEN x.end_at < $1 OR x.open - x.held <= 0 THEN 'completed' ELSE 'active' END AS status, \
+           x.disabled, (x.end_at < $1 AND x.open - x.held > 0) AS ended_with_letters_left, \
+           x.clients, x.sent, x.open - x.held AS pending, x.failed, x.suppressed + x.held AS suppressed, \
+           x.owner_id, x.created_at FROM x"
     )
 }
 
