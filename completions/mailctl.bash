@@ -268,6 +268,9 @@ _mailctl() {
             mailctl__subcmd__help__subcmd__mailings,list)
                 cmd="mailctl__subcmd__help__subcmd__mailings__subcmd__list"
                 ;;
+            mailctl__subcmd__help__subcmd__mailings,recipients)
+                cmd="mailctl__subcmd__help__subcmd__mailings__subcmd__recipients"
+                ;;
             mailctl__subcmd__help__subcmd__mailings,remove-clients)
                 cmd="mailctl__subcmd__help__subcmd__mailings__subcmd__remove__subcmd__clients"
                 ;;
@@ -346,6 +349,9 @@ _mailctl() {
             mailctl__subcmd__mailings,list)
                 cmd="mailctl__subcmd__mailings__subcmd__list"
                 ;;
+            mailctl__subcmd__mailings,recipients)
+                cmd="mailctl__subcmd__mailings__subcmd__recipients"
+                ;;
             mailctl__subcmd__mailings,remove-clients)
                 cmd="mailctl__subcmd__mailings__subcmd__remove__subcmd__clients"
                 ;;
@@ -378,6 +384,9 @@ _mailctl() {
                 ;;
             mailctl__subcmd__mailings__subcmd__help,list)
                 cmd="mailctl__subcmd__mailings__subcmd__help__subcmd__list"
+                ;;
+            mailctl__subcmd__mailings__subcmd__help,recipients)
+                cmd="mailctl__subcmd__mailings__subcmd__help__subcmd__recipients"
                 ;;
             mailctl__subcmd__mailings__subcmd__help,remove-clients)
                 cmd="mailctl__subcmd__mailings__subcmd__help__subcmd__remove__subcmd__clients"
@@ -2197,7 +2206,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__help__subcmd__mailings)
-            opts="add list show edit delete add-clients remove-clients disable enable send"
+            opts="add list show edit delete add-clients remove-clients recipients disable enable send"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2295,6 +2304,20 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__help__subcmd__mailings__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mailctl__subcmd__help__subcmd__mailings__subcmd__recipients)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -2829,7 +2852,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__mailings)
-            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version add list show edit delete add-clients remove-clients disable enable send help"
+            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version add list show edit delete add-clients remove-clients recipients disable enable send help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -3291,7 +3314,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__mailings__subcmd__help)
-            opts="add list show edit delete add-clients remove-clients disable enable send help"
+            opts="add list show edit delete add-clients remove-clients recipients disable enable send help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -3416,6 +3439,20 @@ _mailctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        mailctl__subcmd__mailings__subcmd__help__subcmd__recipients)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         mailctl__subcmd__mailings__subcmd__help__subcmd__remove__subcmd__clients)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
@@ -3466,7 +3503,73 @@ _mailctl() {
             fi
             case "${prev}" in
                 --status)
-                    COMPREPLY=($(compgen -W "created active completed" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "created active completed disabled ended-with-letters-left" -- "${cur}"))
+                    return 0
+                    ;;
+                --database-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --smtp-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --smtp-ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --smtp-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --send-lease)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --retry-delay)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --from)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --bounce-address)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --base-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --redis-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --session-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "table json csv" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mailctl__subcmd__mailings__subcmd__recipients)
+            opts="-h -V --state --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --state)
+                    COMPREPLY=($(compgen -W "pending sending sent failed suppressed" -- "${cur}"))
                     return 0
                     ;;
                 --database-url)

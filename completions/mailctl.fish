@@ -640,36 +640,37 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_see
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from help" -f -a "edit" -d 'Change a message'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from help" -f -a "delete" -d 'Delete messages'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients recipients disable enable send help" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients recipients disable enable send help" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients recipients disable enable send help" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients recipients disable enable send help" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients recipients disable enable send help" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients recipients disable enable send help" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients recipients disable enable send help" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients recipients disable enable send help" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients recipients disable enable send help" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients recipients disable enable send help" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients recipients disable enable send help" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients recipients disable enable send help" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -s h -l help -d 'Print help'
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -s V -l version -d 'Print version'
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -f -a "add" -d 'Add a mailing'
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -f -a "list" -d 'List mailings'
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -f -a "show" -d 'Show one mailing'
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -f -a "edit" -d 'Change a mailing'
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -f -a "delete" -d 'Delete mailings'
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -f -a "add-clients" -d 'Add recipients to a mailing'
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -f -a "remove-clients" -d 'Remove recipients from a mailing'
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -f -a "disable" -d 'Stop a mailing from being sent (managers and administrators)'
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -f -a "enable" -d 'Allow a disabled mailing to be sent again (managers and administrators)'
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -f -a "send" -d 'Send one mailing now, outside the cron (owner or administrator)'
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l message -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l start -d 'Start (RFC 3339; UTC when no offset; or `now`)' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l end -d 'End (RFC 3339), after the start' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients recipients disable enable send help" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients recipients disable enable send help" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients recipients disable enable send help" -f -a "add" -d 'Add a mailing; at least one recipient option is required, and the window must not have ended'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients recipients disable enable send help" -f -a "list" -d 'List mailings with their status as of now and their counts (sent, pending, failed, suppressed)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients recipients disable enable send help" -f -a "show" -d 'Show one mailing'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients recipients disable enable send help" -f -a "edit" -d 'Change a mailing (the window is echoed on stderr in local time)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients recipients disable enable send help" -f -a "delete" -d 'Delete mailings'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients recipients disable enable send help" -f -a "add-clients" -d 'Add recipients to a mailing'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients recipients disable enable send help" -f -a "remove-clients" -d 'Remove recipients from a mailing'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients recipients disable enable send help" -f -a "recipients" -d 'Each recipient with its delivery state, tries, last reply and time'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients recipients disable enable send help" -f -a "disable" -d 'Stop a mailing from being sent (managers and administrators)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients recipients disable enable send help" -f -a "enable" -d 'Allow a disabled mailing to be sent again (managers and administrators)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients recipients disable enable send help" -f -a "send" -d 'Send one mailing now, outside the cron (owner or administrator)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients recipients disable enable send help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l message -d 'The message to send (its id)' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l start -d 'Start of the window: now, +2h, \'tomorrow 09:00\', \'2026-12-05 09:00\' (local), or RFC 3339' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l end -d 'End of the window, after the start and not in the past (same forms as --start)' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l client -d 'A recipient (repeatable)' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
@@ -688,9 +689,11 @@ csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l all-clients -d 'Every client of the owner'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -s V -l version -d 'Print version'
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from list" -l status -r -f -a "created\t''
-active\t''
-completed\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from list" -l status -d 'Only mailings with this status or flag, as of now' -r -f -a "created\t'Its start is still to come'
+active\t'Due, with letters left to send'
+completed\t'Every recipient has a final outcome, or the window has ended'
+disabled\t'Stopped by a manager'
+ended-with-letters-left\t'The window ended before every recipient had a final outcome'"
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from list" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from list" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from list" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
@@ -705,7 +708,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_see
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from list" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from show" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from show" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
@@ -723,9 +726,9 @@ json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from show" -s V -l version -d 'Print version'
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -l message -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -l start -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -l end -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -l message -d 'Another message (its id)' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -l start -d 'New start: now, +2h, \'tomorrow 09:00\', \'2026-12-05 09:00\' (local), or RFC 3339' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -l end -d 'New end, not in the past (same forms as --start)' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
@@ -791,6 +794,27 @@ json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from remove-clients" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from remove-clients" -s V -l version -d 'Print version'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from recipients" -l state -d 'Only recipients in this state' -r -f -a "pending\t'Not sent yet (also: a temporary failure waiting for its retry)'
+sending\t'Claimed by a sender right now'
+sent\t'Accepted by the server'
+failed\t'Refused for good (5xx)'
+suppressed\t'Not sent: unsubscribed or refused before'"
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from recipients" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from recipients" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from recipients" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from recipients" -l smtp-timeout -d 'Seconds to wait for the SMTP server at each step of a letter, connecting included [default: 30]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from recipients" -l send-lease -d 'Seconds a claimed delivery is held before another worker may take it over [default: the larger of 600 and 10 x the SMTP timeout]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from recipients" -l retry-delay -d 'Seconds before the first retry of a temporary failure; doubles per try [default: 60]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from recipients" -l from -d 'Sender address of letters [default: mailctl@localhost]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from recipients" -l bounce-address -d 'VERP return path for mailing letters (bounces+TOKEN@domain), e.g. bounces@example.com [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from recipients" -l base-url -d 'Public address of `mailctl serve`, used in emailed links [default: http://127.0.0.1:8025]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from recipients" -l redis-url -d 'Redis for the stats cache, the login throttle and a rate limit shared by all workers: redis://[:PASSWORD@]HOST[:PORT] [default: none]' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from recipients" -l session-file -d 'Session file of `mailctl login` [default: $XDG_CONFIG_HOME/mailctl/session, mode 0600]' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from recipients" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from recipients" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from recipients" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from disable" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from disable" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from disable" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
@@ -840,16 +864,17 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_see
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -l dry-run -d 'Show what would be sent without sending'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -l dry-run -d 'List every letter that would be sent and every recipient that would be skipped (with the reason), without sending'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -s V -l version -d 'Print version'
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from help" -f -a "add" -d 'Add a mailing'
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from help" -f -a "list" -d 'List mailings'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from help" -f -a "add" -d 'Add a mailing; at least one recipient option is required, and the window must not have ended'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from help" -f -a "list" -d 'List mailings with their status as of now and their counts (sent, pending, failed, suppressed)'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from help" -f -a "show" -d 'Show one mailing'
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from help" -f -a "edit" -d 'Change a mailing'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from help" -f -a "edit" -d 'Change a mailing (the window is echoed on stderr in local time)'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from help" -f -a "delete" -d 'Delete mailings'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from help" -f -a "add-clients" -d 'Add recipients to a mailing'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from help" -f -a "remove-clients" -d 'Remove recipients from a mailing'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from help" -f -a "recipients" -d 'Each recipient with its delivery state, tries, last reply and time'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from help" -f -a "disable" -d 'Stop a mailing from being sent (managers and administrators)'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from help" -f -a "enable" -d 'Allow a disabled mailing to be sent again (managers and administrators)'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from help" -f -a "send" -d 'Send one mailing now, outside the cron (owner or administrator)'
@@ -877,8 +902,8 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_see
 failure\t''
 bounced\t'A bounce report (DSN) received after the letter left'
 complained\t'A spam complaint (ARF) about the letter'"
-complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -l since -d 'Only attempts at or after this time (RFC 3339)' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -l until -d 'Only attempts before this time (RFC 3339)' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -l since -d 'Only attempts at or after this time (now, -1d, \'2026-12-05 09:00\' local, or RFC 3339)' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -l until -d 'Only attempts before this time (same forms as --since)' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
@@ -1046,15 +1071,15 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -l session-fil
 complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
-complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -l dry-run -d 'Show what would be sent without sending'
+complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -l dry-run -d 'List every letter that would be sent and every recipient that would be skipped (with the reason), without sending'
 complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l by -d 'Group the figures (default: one overall row)' -r -f -a "mailing\t''
 user\t''
 day\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l mailing -d 'Only this mailing' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l since -d 'Attempts at or after this time (RFC 3339; exact to the second, UTC days are whole)' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l until -d 'Attempts strictly before this time (RFC 3339; exact to the second)' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l since -d 'Attempts at or after this time (now, -7d, \'2026-12-01 00:00\' local, or RFC 3339; exact to the second, UTC days are whole)' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l until -d 'Attempts strictly before this time (same forms as --since; exact to the second)' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
@@ -1145,13 +1170,14 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_su
 complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from messages" -f -a "show" -d 'Show one message'
 complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from messages" -f -a "edit" -d 'Change a message'
 complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from messages" -f -a "delete" -d 'Delete messages'
-complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from mailings" -f -a "add" -d 'Add a mailing'
-complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from mailings" -f -a "list" -d 'List mailings'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from mailings" -f -a "add" -d 'Add a mailing; at least one recipient option is required, and the window must not have ended'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from mailings" -f -a "list" -d 'List mailings with their status as of now and their counts (sent, pending, failed, suppressed)'
 complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from mailings" -f -a "show" -d 'Show one mailing'
-complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from mailings" -f -a "edit" -d 'Change a mailing'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from mailings" -f -a "edit" -d 'Change a mailing (the window is echoed on stderr in local time)'
 complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from mailings" -f -a "delete" -d 'Delete mailings'
 complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from mailings" -f -a "add-clients" -d 'Add recipients to a mailing'
 complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from mailings" -f -a "remove-clients" -d 'Remove recipients from a mailing'
+complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from mailings" -f -a "recipients" -d 'Each recipient with its delivery state, tries, last reply and time'
 complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from mailings" -f -a "disable" -d 'Stop a mailing from being sent (managers and administrators)'
 complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from mailings" -f -a "enable" -d 'Allow a disabled mailing to be sent again (managers and administrators)'
 complete -c mailctl -n "__fish_mailctl_using_subcommand help; and __fish_seen_subcommand_from mailings" -f -a "send" -d 'Send one mailing now, outside the cron (owner or administrator)'

@@ -9,7 +9,7 @@ const AFTER_HELP: &str = "\
 Examples:
   echo 's3cret-pass' | mailctl login --email ann@example.com --password-stdin
   mailctl clients import contacts.csv --on-conflict update
-  mailctl mailings add --message 3 --start now --end 2026-12-31T18:00:00Z --all-clients
+  mailctl mailings add --message 3 --all-clients --start now --end '2026-12-31 18:00'
   MAILCTL_SMTP_URL='smtp://relay.example.com:587?tls=required' mailctl send-due
   mailctl stats --by mailing --format json
 
@@ -421,53 +421,96 @@ pub enum MessagesCmd {
     },
 }
 
+/// What `mailings list --status` filters on: the status read at this moment, or a flag
+/// shown beside it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum MailingStatus {
+    /// Its start is still to come
     Created,
+    /// Due, with letters left to send
     Active,
+    /// Every recipient has a final outcome, or the window has ended
     Completed,
+    /// Stopped by a manager
+    Disabled,
+    /// The window ended before every recipient had a final outcome
+    #[value(alias = "expired")]
+    EndedWithLettersLeft,
+}
+
+/// A recipient's delivery state, for `mailings recipients --state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeliveryState {
+    /// Not sent yet (also: a temporary failure waiting for its retry)
+    Pending,
+    /// Claimed by a sender right now
+    Sending,
+    /// Accepted by the server
+    Sent,
+    /// Refused for good (5xx)
+    Failed,
+    /// Not sent: unsubscribed or refused before
+    Suppressed,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Sending => "sending",
+            DeliveryState::Sent => "sent",
+            DeliveryState::Failed => "failed",
+            DeliveryState::Suppressed => "suppressed",
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
 pub enum MailingsCmd {
-    /// Add a mailing
+    /// Add a mailing; at least one recipient option is required, and the window must not have ended
     #[command(
-        after_help = "Example:\n  mailctl mailings add --message 3 --start 2026-12-01T09:00:00Z --end 2026-12-02T09:00:00Z --all-clients"
+        after_help = "Times are local unless they carry an offset (TZ, else the system zone); the window is echoed on stderr.\n\nExample:\n  mailctl mailings add --message 3 --all-clients --start 'tomorrow 09:00' --end +3d",
+        group(clap::ArgGroup::new("recipients").required(true).multiple(true))
     )]
     Add {
-        #[arg(long)]
+        /// The message to send (its id)
+        #[arg(long, value_name = "ID")]
         message: i64,
-        /// Start (RFC 3339; UTC when no offset; or `now`)
-        #[arg(long)]
+        /// Start of the window: now, +2h, 'tomorrow 09:00', '2026-12-05 09:00' (local), or RFC 3339
+        #[arg(long, value_name = "T", allow_hyphen_values = true)]
         start: String,
-        /// End (RFC 3339), after the start
-        #[arg(long)]
+        /// End of the window, after the start and not in the past (same forms as --start)
+        #[arg(long, value_name = "T", allow_hyphen_values = true)]
         end: String,
         /// A recipient (repeatable)
-        #[arg(long = "client")]
+        #[arg(long = "client", value_name = "ID", group = "recipients")]
         clients: Vec<i64>,
         /// Every client of the owner
-        #[arg(long)]
+        #[arg(long, group = "recipients")]
         all_clients: bool,
     },
-    /// List mailings
+    /// List mailings with their status as of now and their counts (sent, pending, failed, suppressed)
     #[command(after_help = "Example:\n  mailctl mailings list --status active")]
     List {
+        /// Only mailings with this status or flag, as of now
         #[arg(long, value_enum)]
         status: Option<MailingStatus>,
     },
     /// Show one mailing
     #[command(after_help = "Example:\n  mailctl mailings show 7 --format json")]
     Show { id: i64 },
-    /// Change a mailing
-    #[command(after_help = "Example:\n  mailctl mailings edit 7 --end 2026-12-03T09:00:00Z")]
+    /// Change a mailing (the window is echoed on stderr in local time)
+    #[command(after_help = "Example:\n  mailctl mailings edit 7 --end '2026-12-03 18:00'")]
     Edit {
         id: i64,
-        #[arg(long)]
+        /// Another message (its id)
+        #[arg(long, value_name = "ID")]
         message: Option<i64>,
-        #[arg(long)]
+        /// New start: now, +2h, 'tomorrow 09:00', '2026-12-05 09:00' (local), or RFC 3339
+        #[arg(long, value_name = "T", allow_hyphen_values = true)]
         start: Option<String>,
-        #[arg(long)]
+        /// New end, not in the past (same forms as --start)
+        #[arg(long, value_name = "T", allow_hyphen_values = true)]
         end: Option<String>,
     },
     /// Delete mailings
@@ -491,6 +534,14 @@ pub enum MailingsCmd {
         id: i64,
         #[arg(required = true)]
         client_ids: Vec<i64>,
+    },
+    /// Each recipient with its delivery state, tries, last reply and time
+    #[command(after_help = "Example:\n  mailctl mailings recipients 7 --state failed --format csv")]
+    Recipients {
+        id: i64,
+        /// Only recipients in this state
+        #[arg(long, value_enum)]
+        state: Option<DeliveryState>,
     },
     /// Stop a mailing from being sent (managers and administrators)
     #[command(after_help = "Example:\n  mailctl mailings disable 7")]
@@ -605,11 +656,11 @@ pub enum AttemptsCmd {
         /// Only attempts with this status (bounced and complained come from `bounces import`)
         #[arg(long, value_enum)]
         status: Option<AttemptStatus>,
-        /// Only attempts at or after this time (RFC 3339)
-        #[arg(long)]
+        /// Only attempts at or after this time (now, -1d, '2026-12-05 09:00' local, or RFC 3339)
+        #[arg(long, value_name = "T", allow_hyphen_values = true)]
         since: Option<String>,
-        /// Only attempts before this time (RFC 3339)
-        #[arg(long)]
+        /// Only attempts before this time (same forms as --since)
+        #[arg(long, value_name = "T", allow_hyphen_values = true)]
         until: Option<String>,
     },
 }
@@ -626,7 +677,7 @@ pub struct SendOpts {
     /// Send at most N letters in this run
     #[arg(long)]
     pub limit: Option<u64>,
-    /// Show what would be sent without sending
+    /// List every letter that would be sent and every recipient that would be skipped (with the reason), without sending
     #[arg(long)]
     pub dry_run: bool,
 }
@@ -664,11 +715,11 @@ pub struct StatsArgs {
     /// Only this mailing
     #[arg(long, value_name = "ID")]
     pub mailing: Option<i64>,
-    /// Attempts at or after this time (RFC 3339; exact to the second, UTC days are whole)
-    #[arg(long, value_name = "T")]
+    /// Attempts at or after this time (now, -7d, '2026-12-01 00:00' local, or RFC 3339; exact to the second, UTC days are whole)
+    #[arg(long, value_name = "T", allow_hyphen_values = true)]
     pub since: Option<String>,
-    /// Attempts strictly before this time (RFC 3339; exact to the second)
-    #[arg(long, value_name = "T")]
+    /// Attempts strictly before this time (same forms as --since; exact to the second)
+    #[arg(long, value_name = "T", allow_hyphen_values = true)]
     pub until: Option<String>,
     /// Read from the database, bypassing the Redis cache
     #[arg(long)]

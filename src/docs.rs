@@ -38,6 +38,14 @@ pub fn record_fields() -> Vec<(&'static str, &'static [&'static str])> {
         ("clients", crate::db::clients::Client::HEADERS),
         ("messages", crate::db::messages::Message::HEADERS),
         ("mailings", crate::db::mailings::Mailing::HEADERS),
+        (
+            "mailings recipients",
+            crate::db::recipients::Recipient::HEADERS,
+        ),
+        (
+            "--dry-run letters (send-due, mailings send; JSON: in \"letters\")",
+            crate::commands::dry_run::Planned::HEADERS,
+        ),
         ("attempts list", crate::db::attempts::Attempt::HEADERS),
         ("clients export", crate::db::import::ExportRow::HEADERS),
         (

@@ -14,6 +14,7 @@ pub mod output;
 pub mod smtp;
 pub mod validate;
 pub mod web;
+pub mod when;
 
 /// The version, with `git describe` when the build had it.
 pub const VERSION: &str = match option_env!("MAILCTL_GIT_DESCRIBE") {

@@ -25,7 +25,13 @@ pub trait Record: Serialize {
     fn cells(&self) -> Vec<String>;
 }
 
+/// A time in a table: local, with the zone (JSON and CSV keep RFC 3339 UTC through serde).
 pub fn time(t: &DateTime<Utc>) -> String {
+    crate::when::show(t)
+}
+
+/// RFC 3339 UTC to the second, for texts scripts may read.
+pub fn rfc3339(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 

@@ -180,7 +180,7 @@ fn mailings_crud_and_validation(env: &Env) {
     let bobs_msg = bob.message("Bob's");
     let m = msg.to_string();
     let add = |extra: &[&str]| {
-        let mut args = vec!["mailings", "add", "--message", &m];
+        let mut args = vec!["mailings", "add", "--message", &m, "--all-clients"];
         args.extend(extra);
         ann.run(&args)
     };
@@ -222,16 +222,16 @@ fn mailings_crud_and_validation(env: &Env) {
         "2036-12-01T09:00:00Z",
         "--end",
         "2036-12-02T09:00:00Z",
+        "--all-clients",
     ])
     .expect_code(4);
     assert_eq!(ann.json(&["mailings", "list"]).as_array().unwrap().len(), 0);
-    // A value without offset is UTC.
+    // (Local times without an offset: tests/mailings_truth.rs.)
     let created = add(&[
         "--start",
-        "2036-12-01T09:00:00",
+        "2036-12-01T09:00:00Z",
         "--end",
         "2036-12-02T09:00:00Z",
-        "--all-clients",
         "--format",
         "json",
     ]);
@@ -266,21 +266,22 @@ fn mailings_crud_and_validation(env: &Env) {
         ids(&ann.json(&["mailings", "list", "--status", "completed"])).len(),
         0
     );
-    // A past window reads as completed.
+    // A window already over is refused: it could never send anything.
     ann.run(&[
         "mailings",
         "add",
         "--message",
         &m,
+        "--all-clients",
         "--start",
         "2020-01-01T00:00:00Z",
         "--end",
         "2020-01-02T00:00:00Z",
     ])
-    .success();
+    .expect_code(5);
     assert_eq!(
         ids(&ann.json(&["mailings", "list", "--status", "completed"])).len(),
-        1
+        0
     );
     ann.run(&["mailings", "delete", &id, "--yes"]).success();
     ann.run(&["mailings", "show", &id]).expect_code(4);

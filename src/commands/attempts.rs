@@ -7,7 +7,7 @@ use crate::db::attempts::{self, Attempt, Filter};
 use crate::db::mailings;
 use crate::error::Result;
 use crate::output::ListWriter;
-use crate::validate;
+use crate::when;
 
 pub async fn run(ctx: &Ctx, cmd: AttemptsCmd) -> Result<()> {
     let AttemptsCmd::List {
@@ -23,6 +23,7 @@ pub async fn run(ctx: &Ctx, cmd: AttemptsCmd) -> Result<()> {
     if let Some(id) = mailing {
         mailings::get(db, scope, id).await?;
     }
+    let now = crate::db::now();
     let filter = Filter {
         mailing,
         status: status.map(|s| match s {
@@ -31,8 +32,8 @@ pub async fn run(ctx: &Ctx, cmd: AttemptsCmd) -> Result<()> {
             AttemptStatus::Bounced => "bounced",
             AttemptStatus::Complained => "complained",
         }),
-        since: since.map(|s| validate::datetime("since", &s)).transpose()?,
-        until: until.map(|s| validate::datetime("until", &s)).transpose()?,
+        since: since.map(|s| when::parse("since", &s, now)).transpose()?,
+        until: until.map(|s| when::parse("until", &s, now)).transpose()?,
     };
     let mut out = ListWriter::<Attempt>::new(ctx.format())?;
     attempts::for_each(db, scope, &filter, |a| out.row(a)).await?;

@@ -1,12 +1,14 @@
-//! mailings add | list | show | edit | delete | add-clients | remove-clients | disable | enable | send.
+//! mailings add | list | show | edit | delete | add-clients | remove-clients | recipients |
+//! disable | enable | send.
 
 use super::{Ctx, confirm_delete, notice, send};
 use crate::auth::policy::{self, Access, Capability, scope};
 use crate::cli::{MailingStatus, MailingsCmd};
-use crate::db::mailings::{self, MailingChanges, NewMailing};
-use crate::error::Result;
-use crate::output::{print_list, print_one};
-use crate::validate;
+use crate::db::mailings::{self, Filter, Mailing, MailingChanges, NewMailing};
+use crate::db::{self as database, recipients};
+use crate::error::{Error, Result};
+use crate::output::{print_list, print_one, rfc3339};
+use crate::{validate, when};
 
 pub async fn run(ctx: &Ctx, cmd: MailingsCmd) -> Result<()> {
     let actor = ctx.actor().await?;
@@ -27,9 +29,18 @@ pub async fn run(ctx: &Ctx, cmd: MailingsCmd) -> Result<()> {
             clients,
             all_clients,
         } => {
-            let start_at = validate::datetime("start", &start)?;
-            let end_at = validate::datetime("end", &end)?;
+            // One `now` for the whole command: `--end now` is not "in the past".
+            let now = database::now();
+            let start_at = when::parse("start", &start, now)?;
+            let end_at = when::parse("end", &end, now)?;
             validate::window(start_at, end_at)?;
+            // A window already over would be a mailing that can never send anything.
+            if end_at <= now {
+                return Err(Error::invalid(
+                    "end",
+                    format!("{} has already passed", rfc3339(&end_at)),
+                ));
+            }
             let id = mailings::add(
                 db,
                 &NewMailing {
@@ -42,15 +53,19 @@ pub async fn run(ctx: &Ctx, cmd: MailingsCmd) -> Result<()> {
                 },
             )
             .await?;
-            print_one(format, &mailings::get(db, read, id).await?)
+            let created = mailings::get(db, read, id).await?;
+            echo_window(&created);
+            print_one(format, &created)
         }
         MailingsCmd::List { status } => {
-            let status = status.map(|s| match s {
-                MailingStatus::Created => "created",
-                MailingStatus::Active => "active",
-                MailingStatus::Completed => "completed",
+            let filter = status.map(|s| match s {
+                MailingStatus::Created => Filter::Status("created"),
+                MailingStatus::Active => Filter::Status("active"),
+                MailingStatus::Completed => Filter::Status("completed"),
+                MailingStatus::Disabled => Filter::Disabled,
+                MailingStatus::EndedWithLettersLeft => Filter::EndedWithLettersLeft,
             });
-            print_list(format, &mailings::list(db, read, status).await?)
+            print_list(format, &mailings::list(db, read, filter).await?)
         }
         MailingsCmd::Show { id } => print_one(format, &mailings::get(db, read, id).await?),
         MailingsCmd::Edit {
@@ -59,14 +74,28 @@ pub async fn run(ctx: &Ctx, cmd: MailingsCmd) -> Result<()> {
             start,
             end,
         } => {
+            let now = database::now();
             let changes = MailingChanges {
                 message_id: message,
-                start_at: start.map(|s| validate::datetime("start", &s)).transpose()?,
-                end_at: end.map(|s| validate::datetime("end", &s)).transpose()?,
+                start_at: start.map(|s| when::parse("start", &s, now)).transpose()?,
+                end_at: end.map(|s| when::parse("end", &s, now)).transpose()?,
             };
+            // Ending a mailing now is fine; moving its end into the past is a mistake.
+            if let Some(end_at) = changes.end_at
+                && end_at < now
+            {
+                return Err(Error::invalid(
+                    "end",
+                    format!("{} has already passed", rfc3339(&end_at)),
+                ));
+            }
             writable(id).await?;
             mailings::update(db, write, id, &changes).await?;
-            print_one(format, &mailings::get(db, read, id).await?)
+            let edited = mailings::get(db, read, id).await?;
+            if changes.start_at.is_some() || changes.end_at.is_some() {
+                echo_window(&edited);
+            }
+            print_one(format, &edited)
         }
         MailingsCmd::Delete { ids, yes } => {
             for &id in &ids {
@@ -89,10 +118,25 @@ pub async fn run(ctx: &Ctx, cmd: MailingsCmd) -> Result<()> {
             notice(format!("removed {n} recipient(s)"));
             print_one(format, &mailings::get(db, read, id).await?)
         }
+        MailingsCmd::Recipients { id, state } => {
+            mailings::get(db, read, id).await?;
+            let rows = recipients::list(db, id, state.map(|s| s.as_str())).await?;
+            print_list(format, &rows)
+        }
         MailingsCmd::Disable { id } => toggle(ctx, &actor, id, true).await,
         MailingsCmd::Enable { id } => toggle(ctx, &actor, id, false).await,
         MailingsCmd::Send { id, opts } => send::send_one(ctx, &actor, id, opts).await,
     }
+}
+
+/// The window as a person reads it, in their zone: "mailing 7 starts Sat 05 Dec 09:00 MSK,
+/// in 2 days; ends ...". On stderr, so scripts reading stdout are not disturbed.
+fn echo_window(m: &Mailing) {
+    notice(format!(
+        "mailing {} {}",
+        m.id,
+        when::describe_window(&m.start_at, &m.end_at, database::now())
+    ));
 }
 
 async fn toggle(ctx: &Ctx, actor: &policy::Actor, id: i64, disabled: bool) -> Result<()> {

@@ -19,6 +19,7 @@ pub mod attempts;
 pub mod bounces;
 pub mod clients;
 pub mod doctor;
+pub mod dry_run;
 pub mod import;
 pub mod mailings;
 pub mod messages;

@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use super::Ctx;
 use crate::auth::policy::{self, Access, Actor};
 use crate::cli::{SendArgs, SendOpts};
-use crate::db::{self, deliveries};
+use crate::db::{self, deliveries, recipients};
 use crate::error::{Error, Result};
 use crate::mail::sender::{self, Options, Summary};
 use crate::mail::transport::Endpoint;
@@ -58,25 +58,16 @@ async fn run(
     opts: &SendOpts,
 ) -> Result<()> {
     let db = ctx.db().await?;
+    // A finished mailing (every recipient has a final outcome) has nothing for this run:
+    // neither the run nor its dry run counts it.
+    let ids: Vec<i64> = targets.iter().map(|t| t.id).collect();
+    let unfinished = recipients::unfinished(db, &ids).await?;
+    let targets: Vec<deliveries::Target> = targets
+        .into_iter()
+        .filter(|t| unfinished.binary_search(&t.id).is_ok())
+        .collect();
     if opts.dry_run {
-        let ids: Vec<i64> = targets.iter().map(|t| t.id).collect();
-        let mut n = deliveries::claimable(db, &ids, db::now()).await?;
-        if let Some(limit) = opts.limit {
-            n = n.min(limit);
-        }
-        eprintln!(
-            "dry run: would send {n} letter{} for {} mailing{}",
-            if n == 1 { "" } else { "s" },
-            ids.len(),
-            if ids.len() == 1 { "" } else { "s" }
-        );
-        if ctx.format() == Format::Json {
-            println!(
-                "{}",
-                serde_json::json!({ "dry_run": true, "mailings": ids, "would_send": n })
-            );
-        }
-        return Ok(());
+        return super::dry_run::run(ctx, &targets, opts.limit).await;
     }
     let mut options = Options::new(
         &ctx.config,

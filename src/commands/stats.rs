@@ -13,7 +13,7 @@ use crate::cli::{StatsArgs, StatsBy};
 use crate::db::stats::{self as db_stats, Group, Query, Row};
 use crate::error::{Error, Result};
 use crate::output::{self, Record, opt_time};
-use crate::validate;
+use crate::when;
 
 /// Bump when `Row` or the meaning of a figure changes: old cache entries are then ignored.
 const CACHE_FORMAT: &str = "stats-v2";
@@ -122,15 +122,16 @@ fn iso(t: &Option<DateTime<Utc>>) -> String {
 }
 
 pub async fn run(ctx: &Ctx, args: StatsArgs) -> Result<()> {
+    let now = crate::db::now();
     let since = args
         .since
         .as_deref()
-        .map(|s| validate::datetime("since", s))
+        .map(|s| when::parse("since", s, now))
         .transpose()?;
     let until = args
         .until
         .as_deref()
-        .map(|s| validate::datetime("until", s))
+        .map(|s| when::parse("until", s, now))
         .transpose()?;
     if let (Some(s), Some(u)) = (since, until)
         && u <= s

@@ -29,6 +29,7 @@ pub mod dialect;
 pub mod import;
 pub mod mailings;
 pub mod messages;
+pub mod recipients;
 pub mod stats;
 pub mod suppressions;
 pub mod system_letters;
