@@ -70,6 +70,9 @@ _mailctl() {
             mailctl,stats)
                 cmd="mailctl__subcmd__stats"
                 ;;
+            mailctl,tags)
+                cmd="mailctl__subcmd__tags"
+                ;;
             mailctl,users)
                 cmd="mailctl__subcmd__users"
                 ;;
@@ -190,6 +193,9 @@ _mailctl() {
             mailctl__subcmd__help,stats)
                 cmd="mailctl__subcmd__help__subcmd__stats"
                 ;;
+            mailctl__subcmd__help,tags)
+                cmd="mailctl__subcmd__help__subcmd__tags"
+                ;;
             mailctl__subcmd__help,users)
                 cmd="mailctl__subcmd__help__subcmd__users"
                 ;;
@@ -241,6 +247,9 @@ _mailctl() {
             mailctl__subcmd__help__subcmd__mailings,list)
                 cmd="mailctl__subcmd__help__subcmd__mailings__subcmd__list"
                 ;;
+            mailctl__subcmd__help__subcmd__mailings,preview)
+                cmd="mailctl__subcmd__help__subcmd__mailings__subcmd__preview"
+                ;;
             mailctl__subcmd__help__subcmd__mailings,remove-clients)
                 cmd="mailctl__subcmd__help__subcmd__mailings__subcmd__remove__subcmd__clients"
                 ;;
@@ -249,6 +258,9 @@ _mailctl() {
                 ;;
             mailctl__subcmd__help__subcmd__mailings,show)
                 cmd="mailctl__subcmd__help__subcmd__mailings__subcmd__show"
+                ;;
+            mailctl__subcmd__help__subcmd__mailings,test)
+                cmd="mailctl__subcmd__help__subcmd__mailings__subcmd__test"
                 ;;
             mailctl__subcmd__help__subcmd__messages,add)
                 cmd="mailctl__subcmd__help__subcmd__messages__subcmd__add"
@@ -262,6 +274,9 @@ _mailctl() {
             mailctl__subcmd__help__subcmd__messages,list)
                 cmd="mailctl__subcmd__help__subcmd__messages__subcmd__list"
                 ;;
+            mailctl__subcmd__help__subcmd__messages,preview)
+                cmd="mailctl__subcmd__help__subcmd__messages__subcmd__preview"
+                ;;
             mailctl__subcmd__help__subcmd__messages,show)
                 cmd="mailctl__subcmd__help__subcmd__messages__subcmd__show"
                 ;;
@@ -270,6 +285,9 @@ _mailctl() {
                 ;;
             mailctl__subcmd__help__subcmd__password,reset)
                 cmd="mailctl__subcmd__help__subcmd__password__subcmd__reset"
+                ;;
+            mailctl__subcmd__help__subcmd__tags,list)
+                cmd="mailctl__subcmd__help__subcmd__tags__subcmd__list"
                 ;;
             mailctl__subcmd__help__subcmd__users,block)
                 cmd="mailctl__subcmd__help__subcmd__users__subcmd__block"
@@ -307,6 +325,9 @@ _mailctl() {
             mailctl__subcmd__mailings,list)
                 cmd="mailctl__subcmd__mailings__subcmd__list"
                 ;;
+            mailctl__subcmd__mailings,preview)
+                cmd="mailctl__subcmd__mailings__subcmd__preview"
+                ;;
             mailctl__subcmd__mailings,remove-clients)
                 cmd="mailctl__subcmd__mailings__subcmd__remove__subcmd__clients"
                 ;;
@@ -315,6 +336,9 @@ _mailctl() {
                 ;;
             mailctl__subcmd__mailings,show)
                 cmd="mailctl__subcmd__mailings__subcmd__show"
+                ;;
+            mailctl__subcmd__mailings,test)
+                cmd="mailctl__subcmd__mailings__subcmd__test"
                 ;;
             mailctl__subcmd__mailings__subcmd__help,add)
                 cmd="mailctl__subcmd__mailings__subcmd__help__subcmd__add"
@@ -340,6 +364,9 @@ _mailctl() {
             mailctl__subcmd__mailings__subcmd__help,list)
                 cmd="mailctl__subcmd__mailings__subcmd__help__subcmd__list"
                 ;;
+            mailctl__subcmd__mailings__subcmd__help,preview)
+                cmd="mailctl__subcmd__mailings__subcmd__help__subcmd__preview"
+                ;;
             mailctl__subcmd__mailings__subcmd__help,remove-clients)
                 cmd="mailctl__subcmd__mailings__subcmd__help__subcmd__remove__subcmd__clients"
                 ;;
@@ -348,6 +375,9 @@ _mailctl() {
                 ;;
             mailctl__subcmd__mailings__subcmd__help,show)
                 cmd="mailctl__subcmd__mailings__subcmd__help__subcmd__show"
+                ;;
+            mailctl__subcmd__mailings__subcmd__help,test)
+                cmd="mailctl__subcmd__mailings__subcmd__help__subcmd__test"
                 ;;
             mailctl__subcmd__messages,add)
                 cmd="mailctl__subcmd__messages__subcmd__add"
@@ -363,6 +393,9 @@ _mailctl() {
                 ;;
             mailctl__subcmd__messages,list)
                 cmd="mailctl__subcmd__messages__subcmd__list"
+                ;;
+            mailctl__subcmd__messages,preview)
+                cmd="mailctl__subcmd__messages__subcmd__preview"
                 ;;
             mailctl__subcmd__messages,show)
                 cmd="mailctl__subcmd__messages__subcmd__show"
@@ -381,6 +414,9 @@ _mailctl() {
                 ;;
             mailctl__subcmd__messages__subcmd__help,list)
                 cmd="mailctl__subcmd__messages__subcmd__help__subcmd__list"
+                ;;
+            mailctl__subcmd__messages__subcmd__help,preview)
+                cmd="mailctl__subcmd__messages__subcmd__help__subcmd__preview"
                 ;;
             mailctl__subcmd__messages__subcmd__help,show)
                 cmd="mailctl__subcmd__messages__subcmd__help__subcmd__show"
@@ -402,6 +438,18 @@ _mailctl() {
                 ;;
             mailctl__subcmd__password__subcmd__help,reset)
                 cmd="mailctl__subcmd__password__subcmd__help__subcmd__reset"
+                ;;
+            mailctl__subcmd__tags,help)
+                cmd="mailctl__subcmd__tags__subcmd__help"
+                ;;
+            mailctl__subcmd__tags,list)
+                cmd="mailctl__subcmd__tags__subcmd__list"
+                ;;
+            mailctl__subcmd__tags__subcmd__help,help)
+                cmd="mailctl__subcmd__tags__subcmd__help__subcmd__help"
+                ;;
+            mailctl__subcmd__tags__subcmd__help,list)
+                cmd="mailctl__subcmd__tags__subcmd__help__subcmd__list"
                 ;;
             mailctl__subcmd__users,block)
                 cmd="mailctl__subcmd__users__subcmd__block"
@@ -440,7 +488,7 @@ _mailctl() {
 
     case "${cmd}" in
         mailctl)
-            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version migrate csu create-user create-manager register login logout whoami password users serve clients messages mailings attempts send-due stats completions doctor help"
+            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version migrate csu create-user create-manager register login logout whoami password users serve clients tags messages mailings attempts send-due stats completions doctor help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -746,7 +794,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__clients__subcmd__add)
-            opts="-h -V --email --name --comment --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --email --name --comment --tag --field --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -761,6 +809,14 @@ _mailctl() {
                     return 0
                     ;;
                 --comment)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tag)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --field)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -882,7 +938,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__clients__subcmd__edit)
-            opts="-h -V --email --name --comment --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --email --name --comment --tag --untag --field --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -897,6 +953,18 @@ _mailctl() {
                     return 0
                     ;;
                 --comment)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tag)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --untag)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --field)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1214,13 +1282,17 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__clients__subcmd__list)
-            opts="-h -V --search --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --search --tag --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --search)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tag)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1664,7 +1736,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__help)
-            opts="migrate csu create-user create-manager register login logout whoami password users serve clients messages mailings attempts send-due stats completions doctor help"
+            opts="migrate csu create-user create-manager register login logout whoami password users serve clients tags messages mailings attempts send-due stats completions doctor help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1930,7 +2002,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__help__subcmd__mailings)
-            opts="add list show edit delete add-clients remove-clients disable enable send"
+            opts="add list show edit preview test delete add-clients remove-clients disable enable send"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2041,6 +2113,20 @@ _mailctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        mailctl__subcmd__help__subcmd__mailings__subcmd__preview)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         mailctl__subcmd__help__subcmd__mailings__subcmd__remove__subcmd__clients)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
@@ -2083,8 +2169,22 @@ _mailctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        mailctl__subcmd__help__subcmd__mailings__subcmd__test)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         mailctl__subcmd__help__subcmd__messages)
-            opts="add list show edit delete"
+            opts="add list show edit preview delete"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2140,6 +2240,20 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__help__subcmd__messages__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mailctl__subcmd__help__subcmd__messages__subcmd__preview)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -2268,6 +2382,34 @@ _mailctl() {
         mailctl__subcmd__help__subcmd__stats)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mailctl__subcmd__help__subcmd__tags)
+            opts="list"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mailctl__subcmd__help__subcmd__tags__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -2492,7 +2634,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__mailings)
-            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version add list show edit delete add-clients remove-clients disable enable send help"
+            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version add list show edit preview test delete add-clients remove-clients disable enable send help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2554,7 +2696,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__mailings__subcmd__add)
-            opts="-h -V --message --start --end --client --all-clients --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --message --start --end --client --all-clients --tag --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2573,6 +2715,10 @@ _mailctl() {
                     return 0
                     ;;
                 --client)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tag)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -2818,7 +2964,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__mailings__subcmd__edit)
-            opts="-h -V --message --start --end --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --message --start --end --all-clients --tag --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2833,6 +2979,10 @@ _mailctl() {
                     return 0
                     ;;
                 --end)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tag)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -2954,7 +3104,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__mailings__subcmd__help)
-            opts="add list show edit delete add-clients remove-clients disable enable send help"
+            opts="add list show edit preview test delete add-clients remove-clients disable enable send help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -3079,6 +3229,20 @@ _mailctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        mailctl__subcmd__mailings__subcmd__help__subcmd__preview)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         mailctl__subcmd__mailings__subcmd__help__subcmd__remove__subcmd__clients)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
@@ -3121,6 +3285,20 @@ _mailctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        mailctl__subcmd__mailings__subcmd__help__subcmd__test)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         mailctl__subcmd__mailings__subcmd__list)
             opts="-h -V --status --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -3130,6 +3308,72 @@ _mailctl() {
             case "${prev}" in
                 --status)
                     COMPREPLY=($(compgen -W "created active completed" -- "${cur}"))
+                    return 0
+                    ;;
+                --database-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --smtp-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --smtp-ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --smtp-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --send-lease)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --retry-delay)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --from)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --bounce-address)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --base-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --redis-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --session-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "table json csv" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mailctl__subcmd__mailings__subcmd__preview)
+            opts="-h -V --client --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --client)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --database-url)
@@ -3385,8 +3629,78 @@ _mailctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        mailctl__subcmd__mailings__subcmd__test)
+            opts="-h -V --to --client --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --to)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --client)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --database-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --smtp-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --smtp-ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --smtp-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --send-lease)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --retry-delay)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --from)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --bounce-address)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --base-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --redis-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --session-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "table json csv" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         mailctl__subcmd__messages)
-            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version add list show edit delete help"
+            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version add list show edit preview delete help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -3666,7 +3980,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__messages__subcmd__help)
-            opts="add list show edit delete help"
+            opts="add list show edit preview delete help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -3749,6 +4063,20 @@ _mailctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        mailctl__subcmd__messages__subcmd__help__subcmd__preview)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         mailctl__subcmd__messages__subcmd__help__subcmd__show)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
@@ -3770,6 +4098,72 @@ _mailctl() {
                 return 0
             fi
             case "${prev}" in
+                --database-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --smtp-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --smtp-ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --smtp-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --send-lease)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --retry-delay)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --from)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --bounce-address)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --base-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --redis-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --session-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "table json csv" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mailctl__subcmd__messages__subcmd__preview)
+            opts="-h -V --client --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --client)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --database-url)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -4424,6 +4818,172 @@ _mailctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --database-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --smtp-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --smtp-ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --smtp-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --send-lease)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --retry-delay)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --from)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --bounce-address)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --base-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --redis-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --session-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "table json csv" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mailctl__subcmd__tags)
+            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version list help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --database-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --smtp-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --smtp-ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --smtp-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --send-lease)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --retry-delay)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --from)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --bounce-address)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --base-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --redis-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --session-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "table json csv" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mailctl__subcmd__tags__subcmd__help)
+            opts="list help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mailctl__subcmd__tags__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mailctl__subcmd__tags__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mailctl__subcmd__tags__subcmd__list)
+            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --database-url)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

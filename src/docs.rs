@@ -39,7 +39,12 @@ pub fn record_fields() -> Vec<(&'static str, &'static [&'static str])> {
         ("messages", crate::db::messages::Message::HEADERS),
         ("mailings", crate::db::mailings::Mailing::HEADERS),
         ("attempts list", crate::db::attempts::Attempt::HEADERS),
-        ("clients export", crate::db::import::ExportRow::HEADERS),
+        (
+            "clients export (JSON; CSV has one column per custom field instead of fields)",
+            crate::db::import::ExportRow::HEADERS,
+        ),
+        ("tags list", crate::db::tags::TagCount::HEADERS),
+        ("mailings test", crate::commands::preview::TestSend::HEADERS),
         (
             "clients import summary",
             crate::commands::import::Summary::HEADERS,

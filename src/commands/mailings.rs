@@ -1,9 +1,10 @@
 //! mailings add | list | show | edit | delete | add-clients | remove-clients | disable | enable | send.
 
-use super::{Ctx, confirm_delete, notice, send};
+use super::{Ctx, confirm_delete, notice, preview, send};
 use crate::auth::policy::{self, Access, Capability, scope};
 use crate::cli::{MailingStatus, MailingsCmd};
 use crate::db::mailings::{self, MailingChanges, NewMailing};
+use crate::db::tags::Tags;
 use crate::error::Result;
 use crate::output::{print_list, print_one};
 use crate::validate;
@@ -26,7 +27,9 @@ pub async fn run(ctx: &Ctx, cmd: MailingsCmd) -> Result<()> {
             end,
             clients,
             all_clients,
+            tags,
         } => {
+            let tags = Tags::from_flags("tag", &tags)?;
             let start_at = validate::datetime("start", &start)?;
             let end_at = validate::datetime("end", &end)?;
             validate::window(start_at, end_at)?;
@@ -39,6 +42,7 @@ pub async fn run(ctx: &Ctx, cmd: MailingsCmd) -> Result<()> {
                     end_at,
                     client_ids: &clients,
                     all_clients,
+                    tags: &tags,
                 },
             )
             .await?;
@@ -58,11 +62,17 @@ pub async fn run(ctx: &Ctx, cmd: MailingsCmd) -> Result<()> {
             message,
             start,
             end,
+            all_clients,
+            tags,
         } => {
             let changes = MailingChanges {
                 message_id: message,
                 start_at: start.map(|s| validate::datetime("start", &s)).transpose()?,
                 end_at: end.map(|s| validate::datetime("end", &s)).transpose()?,
+                all_clients,
+                tags: (!tags.is_empty())
+                    .then(|| Tags::from_flags("tag", &tags))
+                    .transpose()?,
             };
             writable(id).await?;
             mailings::update(db, write, id, &changes).await?;
@@ -92,6 +102,8 @@ pub async fn run(ctx: &Ctx, cmd: MailingsCmd) -> Result<()> {
         MailingsCmd::Disable { id } => toggle(ctx, &actor, id, true).await,
         MailingsCmd::Enable { id } => toggle(ctx, &actor, id, false).await,
         MailingsCmd::Send { id, opts } => send::send_one(ctx, &actor, id, opts).await,
+        MailingsCmd::Preview { id, client } => preview::mailing(ctx, &actor, id, client).await,
+        MailingsCmd::Test { id, to, client } => preview::test(ctx, &actor, id, &to, client).await,
     }
 }
 

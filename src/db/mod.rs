@@ -22,15 +22,18 @@ use crate::error::{Error, Result};
 
 pub mod accounts;
 pub mod attempts;
+pub mod audience;
 pub mod clients;
 pub mod deliveries;
 pub mod dialect;
+pub mod fields;
 pub mod import;
 pub mod mailings;
 pub mod messages;
 pub mod stats;
 pub mod suppressions;
 pub mod system_letters;
+pub mod tags;
 pub mod tokens;
 
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use crate::db::audience;
 use crate::db::deliveries::{self, Cursor};
 use crate::db::{self, Db};
 use crate::error::Result;
@@ -65,6 +66,8 @@ pub async fn start(
     let chunk = db.makes_rows_while_sending().then_some(FIRST_CHUNK);
     let mut rest = Vec::new();
     for &mailing in mailings {
+        // An audience (all clients, tags) first gains whoever joined it since the last run.
+        audience::resolve(db, mailing).await?;
         if let Cursor::After(after) =
             deliveries::materialise(db, mailing, 0, chunk, db::now()).await?
         {
