@@ -7,9 +7,16 @@
 # PostgreSQL: MAILCTL_BENCH_PG_URL (a superuser URL), or a private server started here
 # (/usr/lib/postgresql/*/bin, default durability settings). Needs python3, sqlite3, psql, time.
 # BACKENDS="postgres" (or "sqlite") runs one part only; default both.
+# PLAIN=1: the file of issue 4 (email,full_name,comment); by default (issue 15) the file also has
+# a `tags` column (`news;vip`-style, 0-2 tags a row) and two custom fields (city, plan), which the
+# reference tables get as plain columns.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rows=${ROWS:-1000000}
+plain=${PLAIN:-0}
+# The reference tables' columns beyond email, full_name, comment.
+extra_cols=""
+[ "$plain" = 1 ] || extra_cols=", tags TEXT NOT NULL, city TEXT NOT NULL, plan TEXT NOT NULL"
 backends=${BACKENDS:-sqlite postgres}
 cargo build --release --quiet
 bin=$PWD/target/release/mailctl
@@ -24,13 +31,18 @@ trap cleanup EXIT
 csv=$work/clients.csv
 
 # --- the file: email,full_name,comment; ~60 bytes a row, unique emails -------------------------
-python3 - "$csv" "$rows" <<'PY'
+python3 - "$csv" "$rows" "$plain" <<'PY'
 import sys
-path, n = sys.argv[1], int(sys.argv[2])
+path, n, plain = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
+tags = ["", "news", "news;vip", "vip", "news;regional"]
+cities = ["Москва", "Berlin", "São Paulo", "Kazan"]
 with open(path, "w") as f:
-    f.write("email,full_name,comment\n")
+    f.write("email,full_name,comment\n" if plain else "email,full_name,comment,tags,city,plan\n")
     for i in range(n):
-        f.write(f"user{i:07d}@example.com,Firstname Lastname{i % 997},a comment {i % 89}\n")
+        row = f"user{i:07d}@example.com,Firstname Lastname{i % 997},a comment {i % 89}"
+        if not plain:
+            row += f",{tags[i % 5]},{cities[i % 4]},plan-{i % 3}"
+        f.write(row + "\n")
 PY
 bytes=$(stat -c %s "$csv")
 echo "file: $rows rows, $((bytes / rows)) bytes/row" >&2
@@ -72,7 +84,7 @@ ref_db=$work/ref.db
 # The closest table .import can fill: the file's 3 columns, and a unique index on the lower-cased
 # email (ours is UNIQUE (owner_id, email_key) with email_key the lower-cased email).
 sqlite3 "$ref_db" "PRAGMA journal_mode=WAL;" \
-  "CREATE TABLE clients (email TEXT NOT NULL, full_name TEXT NOT NULL, comment TEXT NOT NULL);" \
+  "CREATE TABLE clients (email TEXT NOT NULL, full_name TEXT NOT NULL, comment TEXT NOT NULL$extra_cols);" \
   "CREATE UNIQUE INDEX clients_key ON clients (lower(email));" >/dev/null
 # Same durability as mailctl's connections (WAL, synchronous=NORMAL); .import is one transaction.
 read -r s_ref _ < <(timed sqlite3 "$ref_db" "PRAGMA synchronous=NORMAL;" \
@@ -114,14 +126,16 @@ psql -q "$base/mailctl_bench_ref" -c "CREATE TABLE clients (
     owner_id BIGINT NOT NULL DEFAULT 1,
     email TEXT NOT NULL,
     email_key TEXT NOT NULL GENERATED ALWAYS AS (lower(email)) STORED,
-    full_name TEXT NOT NULL, comment TEXT NOT NULL,
+    full_name TEXT NOT NULL, comment TEXT NOT NULL$extra_cols,
     created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     UNIQUE (owner_id, email_key))"
 # A checkpoint before each timed run: none of them starts with the WAL of the one before.
 checkpoint() { psql -q "$admin" -c CHECKPOINT; }
 checkpoint
+copy_cols="email, full_name, comment"
+[ "$plain" = 1 ] || copy_cols="$copy_cols, tags, city, plan"
 read -r p_ref _ < <(timed psql -q "$base/mailctl_bench_ref" \
-  -c "\\copy clients (email, full_name, comment) FROM '$csv' WITH (FORMAT csv, HEADER)")
+  -c "\\copy clients ($copy_cols) FROM '$csv' WITH (FORMAT csv, HEADER)")
 test "$(psql -tAq "$base/mailctl_bench_ref" -c 'SELECT count(*) FROM clients')" -eq "$rows"
 # Not the target's reference, shown for scale: the same table with mailctl's foreign key
 # (clients.owner_id REFERENCES accounts), whose per-row check every insert into clients pays.
@@ -131,7 +145,7 @@ psql -q "$base/mailctl_bench_ref" -c "CREATE TABLE owners (id BIGINT PRIMARY KEY
   -c "ALTER TABLE clients_fk ADD FOREIGN KEY (owner_id) REFERENCES owners (id)"
 checkpoint
 read -r p_fk _ < <(timed psql -q "$base/mailctl_bench_ref" \
-  -c "\\copy clients_fk (email, full_name, comment) FROM '$csv' WITH (FORMAT csv, HEADER)")
+  -c "\\copy clients_fk ($copy_cols) FROM '$csv' WITH (FORMAT csv, HEADER)")
 
 mailctl_env "$base/mailctl_bench" pg
 checkpoint

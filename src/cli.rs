@@ -188,6 +188,9 @@ pub enum Command {
     /// Recipients of mailings
     #[command(subcommand)]
     Clients(ClientsCmd),
+    /// Tags of clients
+    #[command(subcommand)]
+    Tags(TagsCmd),
     /// Letters: subject and body
     #[command(subcommand)]
     Messages(MessagesCmd),
@@ -297,34 +300,61 @@ pub enum ClientsCmd {
         after_help = "Example:\n  mailctl clients add --email ivan@example.com --name 'Иван Петров' --comment VIP"
     )]
     Add {
+        /// Email address of the client (unique per owner, case-insensitively)
         #[arg(long)]
         email: String,
         /// Full name
         #[arg(long)]
         name: Option<String>,
+        /// Free text about the client
         #[arg(long)]
         comment: Option<String>,
+        /// A tag, e.g. news (repeatable; case-insensitive, at most 64 characters)
+        #[arg(long = "tag", value_name = "TAG")]
+        tags: Vec<String>,
+        /// A custom field for {{KEY}} placeholders, e.g. city=Moscow (repeatable)
+        #[arg(long = "field", value_name = "KEY=VALUE")]
+        fields: Vec<String>,
     },
     /// List clients
-    #[command(after_help = "Example:\n  mailctl clients list --search example.com --format json")]
+    #[command(
+        after_help = "Example:\n  mailctl clients list --search example.com --tag news --format json"
+    )]
     List {
         /// Only clients whose email, name or comment contains this text
         #[arg(long)]
         search: Option<String>,
+        /// Only clients carrying this tag (repeatable: all of them)
+        #[arg(long = "tag", value_name = "TAG")]
+        tags: Vec<String>,
     },
     /// Show one client
     #[command(after_help = "Example:\n  mailctl clients show 12")]
     Show { id: i64 },
     /// Change a client
-    #[command(after_help = "Example:\n  mailctl clients edit 12 --comment 'left the company'")]
+    #[command(
+        after_help = "Example:\n  mailctl clients edit 12 --comment 'left the company' --untag news --field city=Berlin"
+    )]
     Edit {
         id: i64,
+        /// New email address
         #[arg(long)]
         email: Option<String>,
+        /// New full name
         #[arg(long)]
         name: Option<String>,
+        /// New comment
         #[arg(long)]
         comment: Option<String>,
+        /// Add a tag (repeatable); mailings addressed to it reach the client on their next run
+        #[arg(long = "tag", value_name = "TAG")]
+        tags: Vec<String>,
+        /// Remove a tag (repeatable)
+        #[arg(long = "untag", value_name = "TAG")]
+        untags: Vec<String>,
+        /// Set a custom field (repeatable); KEY= removes it
+        #[arg(long = "field", value_name = "KEY=VALUE")]
+        fields: Vec<String>,
     },
     /// Delete clients
     #[command(after_help = "Example:\n  mailctl clients delete 12 13 --yes")]
@@ -335,14 +365,21 @@ pub enum ClientsCmd {
         #[arg(long, short)]
         yes: bool,
     },
-    /// Import clients from CSV (header row: email, full_name|name, comment)
+    /// Import clients from CSV (header row: email, full_name|name, comment, tags; any other column is a custom field)
     #[command(
         after_help = "Example:\n  mailctl clients import contacts.csv --on-conflict update --skip-invalid --rejects bad.csv"
     )]
     Import(ImportArgs),
-    /// Export clients as CSV (default) or JSON, in the import's column names
+    /// Export clients as CSV (default) or JSON, in the import's column names (tags and fields included)
     #[command(after_help = "Example:\n  mailctl clients export > contacts.csv")]
     Export,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TagsCmd {
+    /// Each tag with its number of clients
+    #[command(after_help = "Example:\n  mailctl tags list --format csv")]
+    List,
 }
 
 #[derive(Debug, Args)]
@@ -408,6 +445,16 @@ pub enum MessagesCmd {
         #[arg(long)]
         no_html: bool,
     },
+    /// Print the exact letter (RFC 5322, as on the wire) a client would get
+    #[command(
+        after_help = "Without --client, placeholders are filled from the owner's first client (or a made-up one).\n\nExample:\n  mailctl messages preview 3 --client 12 > letter.eml"
+    )]
+    Preview {
+        id: i64,
+        /// Personalise for this client
+        #[arg(long, value_name = "ID")]
+        client: Option<i64>,
+    },
     /// Delete messages
     #[command(after_help = "Example:\n  mailctl messages delete 3 --yes --force")]
     Delete {
@@ -469,7 +516,7 @@ impl DeliveryState {
 pub enum MailingsCmd {
     /// Add a mailing; at least one recipient option is required, and the window must not have ended
     #[command(
-        after_help = "Times are local unless they carry an offset (TZ, else the system zone); the window is echoed on stderr.\n\nExample:\n  mailctl mailings add --message 3 --all-clients --start 'tomorrow 09:00' --end +3d",
+        after_help = "--all-clients and --tag are an audience, resolved again at the start of every send-due run while the mailing is due: a client added or tagged later gets the letter on a later run, exactly once. --client ids are fixed.\n\nTimes are local unless they carry an offset (TZ, else the system zone); the window is echoed on stderr.\n\nExample:\n  mailctl mailings add --message 3 --all-clients --start 'tomorrow 09:00' --end +3d",
         group(clap::ArgGroup::new("recipients").required(true).multiple(true))
     )]
     Add {
@@ -485,9 +532,12 @@ pub enum MailingsCmd {
         /// A recipient (repeatable)
         #[arg(long = "client", value_name = "ID", group = "recipients")]
         clients: Vec<i64>,
-        /// Every client of the owner
+        /// Every client of the owner, also those added while the mailing is due
         #[arg(long, group = "recipients")]
         all_clients: bool,
+        /// The owner's clients carrying this tag (repeatable: any of them), also those tagged while the mailing is due
+        #[arg(long = "tag", value_name = "TAG", group = "recipients")]
+        tags: Vec<String>,
     },
     /// List mailings with their status as of now and their counts (sent, pending, failed, suppressed)
     #[command(after_help = "Example:\n  mailctl mailings list --status active")]
@@ -512,6 +562,33 @@ pub enum MailingsCmd {
         /// New end, not in the past (same forms as --start)
         #[arg(long, value_name = "T", allow_hyphen_values = true)]
         end: Option<String>,
+        /// Address every client of the owner from now on (resolved on every run)
+        #[arg(long)]
+        all_clients: bool,
+        /// Replace the mailing's tags (repeatable); recipients already resolved stay
+        #[arg(long = "tag", value_name = "TAG")]
+        tags: Vec<String>,
+    },
+    /// Print the exact letter of the mailing (with its Message-ID and List-Unsubscribe) for one recipient
+    #[command(after_help = "Example:\n  mailctl mailings preview 7 --client 12")]
+    Preview {
+        id: i64,
+        /// This recipient (default: the mailing's first)
+        #[arg(long, value_name = "ID")]
+        client: Option<i64>,
+    },
+    /// Send one copy of the mailing's letter to ADDRESS now: no delivery, attempt or stats
+    #[command(
+        after_help = "Prints the server's reply; exit 1 when the server refuses the letter.\n\nExample:\n  mailctl mailings test 7 --to me@example.com --client 12"
+    )]
+    Test {
+        id: i64,
+        /// Where the test copy goes
+        #[arg(long, value_name = "ADDRESS")]
+        to: String,
+        /// Personalise as this client (default: the mailing's first recipient)
+        #[arg(long, value_name = "ID")]
+        client: Option<i64>,
     },
     /// Delete mailings
     #[command(after_help = "Example:\n  mailctl mailings delete 7 --yes")]

@@ -47,7 +47,12 @@ pub fn record_fields() -> Vec<(&'static str, &'static [&'static str])> {
             crate::commands::dry_run::Planned::HEADERS,
         ),
         ("attempts list", crate::db::attempts::Attempt::HEADERS),
-        ("clients export", crate::db::import::ExportRow::HEADERS),
+        (
+            "clients export (JSON; CSV has one column per custom field instead of fields)",
+            crate::db::import::ExportRow::HEADERS,
+        ),
+        ("tags list", crate::db::tags::TagCount::HEADERS),
+        ("mailings test", crate::commands::preview::TestSend::HEADERS),
         (
             "clients import summary",
             crate::commands::import::Summary::HEADERS,

@@ -23,6 +23,11 @@ pub trait Record: Serialize {
     const HEADERS: &'static [&'static str];
     /// The cells of the table view, in the order of `HEADERS`.
     fn cells(&self) -> Vec<String>;
+    /// The CSV row, when the serde form has lists or maps (which CSV cannot hold); in the
+    /// order of `HEADERS`. None: the serde fields as they are.
+    fn csv_cells(&self) -> Option<Vec<String>> {
+        None
+    }
 }
 
 /// A time in a table: local, with the zone (JSON and CSV keep RFC 3339 UTC through serde).
@@ -91,7 +96,13 @@ pub fn print_one<T: Record>(format: Format, item: &T) -> Result<()> {
         }
         Format::Csv => {
             let mut w = csv::Writer::from_writer(out);
-            w.serialize(item)?;
+            match item.csv_cells() {
+                Some(cells) => {
+                    w.write_record(T::HEADERS)?;
+                    w.write_record(cells)?;
+                }
+                None => w.serialize(item)?,
+            }
             io_result(w.flush())
         }
     }
@@ -150,7 +161,10 @@ impl<T: Record> ListWriter<T> {
             }
             Format::Csv => {
                 let c = self.csv.as_mut().expect("csv writer");
-                c.serialize(item)?;
+                match item.csv_cells() {
+                    Some(cells) => c.write_record(cells)?,
+                    None => c.serialize(item)?,
+                }
                 Ok(())
             }
         }

@@ -71,6 +71,61 @@ pub fn subject(raw: &str) -> Result<String> {
     Ok(s)
 }
 
+/// Longest tag or field key, in characters.
+pub const MAX_LABEL: usize = 64;
+/// Longest field value, in characters.
+pub const MAX_FIELD_VALUE: usize = 2000;
+/// Columns of the import that are not custom fields (nor may a field be called so).
+pub const RESERVED_KEYS: [&str; 5] = ["email", "full_name", "name", "comment", "tags"];
+
+/// A tag or field key, trimmed and lower-cased (they are case-insensitive): not empty, at most
+/// 64 characters, no control characters, none of `; { } | = "` (they separate tags in a
+/// column, delimit placeholders, split `--field K=V`, quote JSON paths). Returns the reason.
+pub fn label(what: &str, raw: &str) -> std::result::Result<String, String> {
+    let s = raw.trim();
+    let shown: String = s.chars().take(MAX_LABEL).collect();
+    if s.is_empty() {
+        return Err(format!("{what} is empty"));
+    }
+    if s.chars().count() > MAX_LABEL {
+        return Err(format!(
+            "{what} '{shown}…' is longer than {MAX_LABEL} characters"
+        ));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(format!("{what} {shown:?} contains control characters"));
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| matches!(c, ';' | '{' | '}' | '|' | '=' | '"'))
+    {
+        return Err(format!("{what} '{shown}' contains '{c}'"));
+    }
+    Ok(s.to_lowercase())
+}
+
+/// A tag (`--tag`, `--untag`, the import's `tags` column).
+pub fn tag(field: &str, raw: &str) -> Result<String> {
+    label("tag", raw).map_err(|r| Error::invalid(field, r))
+}
+
+/// A custom field's key: a [`label`] that is not one of the import's own columns.
+pub fn field_key(field: &str, raw: &str) -> Result<String> {
+    let key = label("field key", raw).map_err(|r| Error::invalid(field, r))?;
+    if RESERVED_KEYS.contains(&key.as_str()) {
+        return Err(Error::invalid(
+            field,
+            format!("'{key}' is a column of its own, not a custom field"),
+        ));
+    }
+    Ok(key)
+}
+
+/// A custom field's value (the empty value removes the field).
+pub fn field_value(key: &str, raw: &str) -> Result<String> {
+    text(&format!("field {key}"), raw, MAX_FIELD_VALUE)
+}
+
 pub fn window(start: DateTime<Utc>, end: DateTime<Utc>) -> Result<()> {
     if end <= start {
         return Err(Error::invalid("end", "must be after start"));

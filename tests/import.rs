@@ -63,7 +63,7 @@ fn roundtrip_is_exact(env: &Env) {
     assert_eq!(
         exported[0],
         json!({"email": "ann@example.com", "full_name": "Ann, Jr.",
-               "comment": "She said \"hi\"\nand left; twice"})
+               "comment": "She said \"hi\"\nand left; twice", "tags": [], "fields": {}})
     );
     assert_eq!(exported[1]["full_name"], "Иван Петров");
     assert_eq!(exported[1]["comment"], "Комментарий 🎉 with emoji");
@@ -73,7 +73,7 @@ fn roundtrip_is_exact(env: &Env) {
 
     // CSV export (the default, even with --format table) -> import elsewhere -> same export.
     let csv = ann.run(&["clients", "export"]).success().stdout();
-    assert!(csv.starts_with("email,full_name,comment\n"), "{csv}");
+    assert!(csv.starts_with("email,full_name,comment,tags\n"), "{csv}");
     assert_eq!(
         ann.run(&["clients", "export", "--format", "table"])
             .success()
@@ -104,13 +104,14 @@ fn header_variants(env: &Env) {
     let out = export_json(&ann);
     assert_eq!(
         out[0],
-        json!({"email": "ann@example.com", "full_name": "Ann", "comment": "c1"})
+        json!({"email": "ann@example.com", "full_name": "Ann", "comment": "c1", "tags": [], "fields": {}})
     );
     assert_eq!(out[1]["comment"], "x;y");
 
     for (bad, what) in [
         ("", "empty"),
-        ("ann@example.com,Ann\n", "unknown column"),
+        // Without a header row its cells would be custom fields: no email column.
+        ("ann@example.com,Ann\n", "a header row is required"),
         ("full_name,comment\nAnn,x\n", "no email column"),
     ] {
         let r = ann.run(&["clients", "import", &file(env, "bad.csv", bad.as_bytes())]);
@@ -174,8 +175,8 @@ fn conflicts(env: &Env) {
     assert_eq!(
         out,
         vec![
-            json!({"email": "OLD@example.com", "full_name": "Old Renamed", "comment": "c"}),
-            json!({"email": "New@Example.com", "full_name": "New Again", "comment": "second"}),
+            json!({"email": "OLD@example.com", "full_name": "Old Renamed", "comment": "c", "tags": [], "fields": {}}),
+            json!({"email": "New@Example.com", "full_name": "New Again", "comment": "second", "tags": [], "fields": {}}),
         ]
     );
     let s = import(&carl, &path, &["--on-conflict", "update"]);
@@ -304,7 +305,7 @@ fn export_scope(env: &Env) {
     let carl = env.account("user", "carl");
     assert_eq!(
         carl.run(&["clients", "export"]).success().stdout(),
-        "email,full_name,comment\n"
+        "email,full_name,comment,tags\n"
     );
     assert_eq!(carl.json(&["clients", "export"]), json!([]));
     env.as_("nobody")

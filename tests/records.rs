@@ -94,7 +94,7 @@ fn clients_crud_and_validation(env: &Env) {
     let mut lines = csv.lines();
     assert_eq!(
         lines.next(),
-        Some("id,email,full_name,comment,owner_id,created_at")
+        Some("id,email,full_name,comment,tags,fields,owner_id,created_at")
     );
     assert_eq!(lines.count(), 3);
     // Delete: --yes off a terminal; unknown id fails the whole call.

@@ -70,7 +70,15 @@ pub async fn run(ctx: &Ctx, targets: &[Target], limit: Option<u64>) -> Result<()
         let subject = targets
             .iter()
             .find(|t| t.id == letter.mailing_id)
-            .map(|t| compose::fill(&t.subject, &letter.full_name, &letter.email, false))
+            .map(|t| {
+                let recipient = compose::Recipient {
+                    client_id: letter.client_id,
+                    email: &letter.email,
+                    full_name: &letter.full_name,
+                    fields: &letter.fields,
+                };
+                compose::subject(&t.subject, &recipient)
+            })
             .unwrap_or_default();
         let (action, reason) = match letter.verdict(now) {
             recipients::Verdict::Send if left > 0 => {

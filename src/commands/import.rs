@@ -20,9 +20,11 @@ use super::{Ctx, notice};
 use crate::auth::policy::{Access, Actor, scope};
 use crate::cli::{ImportArgs, OnConflict};
 use crate::db::accounts::email_key;
+use crate::db::fields::Fields;
 use crate::db::import::{
-    self as store, BATCH, ClientImport, Conflict, ExportRow, Importer, NewClient,
+    self as store, BATCH, ClientImport, Columns, Conflict, ExportRow, Importer, NewClient,
 };
+use crate::db::tags::Tags;
 use crate::error::{Error, Result};
 use crate::output::{Format, ListWriter, Record, print_one};
 use crate::validate::{self, MAX_COMMENT, MAX_NAME};
@@ -92,7 +94,7 @@ pub async fn import(ctx: &Ctx, actor: &Actor, args: ImportArgs) -> Result<()> {
         None => None,
     };
     let db = ctx.db().await?;
-    let mut importer = Importer::begin(db, owner_id, mode).await?;
+    let mut importer = Importer::begin(db, owner_id, mode, rows.columns()).await?;
 
     let progress = progress_bar(size);
     let (tx, mut rx) = mpsc::channel::<Vec<NewClient>>(2);
@@ -348,14 +350,18 @@ pub struct Rejected {
     pub raw: ByteRecord,
 }
 
-/// The import's CSV reader: header required (`email`, `full_name` or `name`, `comment`, any
-/// order, any case), UTF-8 with or without BOM, `,` or `;` detected from the header line.
+/// The import's CSV reader: header required (`email`, `full_name` or `name`, `comment`,
+/// `tags`, any other column a custom field; any order, any case), UTF-8 with or without BOM,
+/// `,` or `;` detected from the header line.
 pub struct CsvRows<R: Read> {
     rdr: csv::Reader<io::Chain<io::Cursor<Vec<u8>>, BufReader<R>>>,
     header: ByteRecord,
     email: usize,
     full_name: Option<usize>,
     comment: Option<usize>,
+    tags: Option<usize>,
+    /// Custom field columns: index and key (lower-case).
+    fields: Vec<(usize, String)>,
     /// The header line ends in CRLF: records end in `\r\n` (see `strip_cr`).
     crlf: bool,
     record: ByteRecord,
@@ -403,7 +409,8 @@ impl<R: Read> CsvRows<R> {
         if crlf {
             strip_cr(&mut header, &mut scratch);
         }
-        let (mut email, mut full_name, mut comment) = (None, None, None);
+        let (mut email, mut full_name, mut comment, mut tags) = (None, None, None, None);
+        let mut fields: Vec<(usize, String)> = Vec::new();
         for (i, raw) in header.iter().enumerate() {
             let name = std::str::from_utf8(raw)
                 .map_err(|_| header_error("invalid UTF-8 in the header row"))?
@@ -413,12 +420,16 @@ impl<R: Read> CsvRows<R> {
                 "email" => &mut email,
                 "full_name" | "name" => &mut full_name,
                 "comment" => &mut comment,
+                "tags" => &mut tags,
                 _ => {
-                    return Err(header_error(format!(
-                        "unknown column '{}' (a header row is required; columns: email, \
-                         full_name or name, comment)",
-                        name.chars().take(60).collect::<String>()
-                    )));
+                    // Any other column is a custom field of the client.
+                    let key = validate::field_key(&format!("column {}", i + 1), &name)
+                        .map_err(header_error)?;
+                    if fields.iter().any(|(_, k)| *k == key) {
+                        return Err(header_error(format!("column '{key}' appears twice")));
+                    }
+                    fields.push((i, key));
+                    continue;
                 }
             };
             if slot.replace(i).is_some() {
@@ -434,6 +445,8 @@ impl<R: Read> CsvRows<R> {
             email,
             full_name,
             comment,
+            tags,
+            fields,
             crlf,
             record: ByteRecord::new(),
             scratch,
@@ -442,6 +455,14 @@ impl<R: Read> CsvRows<R> {
 
     pub fn header(&self) -> &ByteRecord {
         &self.header
+    }
+
+    /// The optional columns the file has.
+    pub fn columns(&self) -> Columns {
+        Columns {
+            tags: self.tags.is_some(),
+            fields: !self.fields.is_empty(),
+        }
     }
 
     /// Bytes consumed so far (for the progress bar).
@@ -505,12 +526,23 @@ impl<R: Read> CsvRows<R> {
         let full_name =
             validate::line("full_name", full_name, MAX_NAME).map_err(|e| e.to_string())?;
         let comment = validate::text("comment", comment, MAX_COMMENT).map_err(|e| e.to_string())?;
+        let tags = Tags::from_cell(field(self.tags, "tags")?).map_err(|r| format!("tags: {r}"))?;
+        let mut fields = Fields::default();
+        for (i, key) in &self.fields {
+            let value = field(Some(*i), key)?;
+            if !value.is_empty() {
+                let value = validate::field_value(key, value).map_err(|e| e.to_string())?;
+                fields.set(key.clone(), value);
+            }
+        }
         Ok(NewClient {
             line,
             key: email_key(&email),
             email,
             full_name,
             comment,
+            tags: tags.stored(),
+            fields: fields.stored(),
         })
     }
 }
@@ -543,16 +575,34 @@ fn detect_delimiter(line: &[u8]) -> u8 {
     if semicolons > commas { b';' } else { b',' }
 }
 
-/// Every client the caller may read, streamed: CSV unless `--format json`.
+/// Every client the caller may read, streamed: CSV unless `--format json`. CSV has the
+/// import's columns: email, full_name, comment, tags, then one column per custom field.
 pub async fn export(ctx: &Ctx, actor: &Actor) -> Result<()> {
-    let format = match ctx.format() {
-        Format::Json => Format::Json,
-        Format::Csv | Format::Table => Format::Csv,
-    };
     let db = ctx.db().await?;
-    let mut out = ListWriter::<ExportRow>::new(format)?;
-    store::export(db, scope(actor, Access::Read), |row| out.row(&row)).await?;
-    out.finish()
+    let scope = scope(actor, Access::Read);
+    if ctx.format() == Format::Json {
+        let mut out = ListWriter::<ExportRow>::new(Format::Json)?;
+        store::export(db, scope, |row| out.row(&row)).await?;
+        return out.finish();
+    }
+    let keys = store::field_keys(db, scope).await?;
+    let mut out = csv::WriterBuilder::new()
+        .from_writer(io::BufWriter::with_capacity(64 * 1024, io::stdout()));
+    let mut header: Vec<&str> = vec!["email", "full_name", "comment", "tags"];
+    header.extend(keys.iter().map(String::as_str));
+    out.write_record(&header)?;
+    let mut record = Vec::with_capacity(header.len());
+    store::export(db, scope, |row| {
+        record.clear();
+        record.extend([row.email, row.full_name, row.comment, row.tags.cell()]);
+        record.extend(
+            keys.iter()
+                .map(|k| row.fields.get(k).unwrap_or_default().to_string()),
+        );
+        Ok(out.write_record(&record)?)
+    })
+    .await?;
+    Ok(out.flush()?)
 }
 
 #[cfg(test)]
@@ -595,9 +645,11 @@ mod tests {
     fn bad_headers_are_exit_5() {
         for bad in [
             "",
-            "ann@example.com,Ann\n",
             "full_name\nAnn\n",
             "email,email\n",
+            "email,city,City\n",
+            "email,\n",
+            "email,a|b\n",
         ] {
             let e = CsvRows::new(bad.as_bytes()).err().expect(bad);
             assert_eq!(e.exit_code(), 5, "{bad}: {e}");

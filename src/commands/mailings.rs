@@ -1,10 +1,11 @@
 //! mailings add | list | show | edit | delete | add-clients | remove-clients | recipients |
 //! disable | enable | send.
 
-use super::{Ctx, confirm_delete, notice, send};
+use super::{Ctx, confirm_delete, notice, preview, send};
 use crate::auth::policy::{self, Access, Capability, scope};
 use crate::cli::{MailingStatus, MailingsCmd};
 use crate::db::mailings::{self, Filter, Mailing, MailingChanges, NewMailing};
+use crate::db::tags::Tags;
 use crate::db::{self as database, recipients};
 use crate::error::{Error, Result};
 use crate::output::{print_list, print_one, rfc3339};
@@ -28,7 +29,9 @@ pub async fn run(ctx: &Ctx, cmd: MailingsCmd) -> Result<()> {
             end,
             clients,
             all_clients,
+            tags,
         } => {
+            let tags = Tags::from_flags("tag", &tags)?;
             // One `now` for the whole command: `--end now` is not "in the past".
             let now = database::now();
             let start_at = when::parse("start", &start, now)?;
@@ -50,6 +53,7 @@ pub async fn run(ctx: &Ctx, cmd: MailingsCmd) -> Result<()> {
                     end_at,
                     client_ids: &clients,
                     all_clients,
+                    tags: &tags,
                 },
             )
             .await?;
@@ -73,12 +77,18 @@ pub async fn run(ctx: &Ctx, cmd: MailingsCmd) -> Result<()> {
             message,
             start,
             end,
+            all_clients,
+            tags,
         } => {
             let now = database::now();
             let changes = MailingChanges {
                 message_id: message,
                 start_at: start.map(|s| when::parse("start", &s, now)).transpose()?,
                 end_at: end.map(|s| when::parse("end", &s, now)).transpose()?,
+                all_clients,
+                tags: (!tags.is_empty())
+                    .then(|| Tags::from_flags("tag", &tags))
+                    .transpose()?,
             };
             // Ending a mailing now is fine; moving its end into the past is a mistake.
             if let Some(end_at) = changes.end_at
@@ -126,6 +136,8 @@ pub async fn run(ctx: &Ctx, cmd: MailingsCmd) -> Result<()> {
         MailingsCmd::Disable { id } => toggle(ctx, &actor, id, true).await,
         MailingsCmd::Enable { id } => toggle(ctx, &actor, id, false).await,
         MailingsCmd::Send { id, opts } => send::send_one(ctx, &actor, id, opts).await,
+        MailingsCmd::Preview { id, client } => preview::mailing(ctx, &actor, id, client).await,
+        MailingsCmd::Test { id, to, client } => preview::test(ctx, &actor, id, &to, client).await,
     }
 }
 

@@ -2,11 +2,12 @@
 
 use std::path::Path;
 
-use super::{Ctx, confirm_delete, notice};
+use super::{Ctx, confirm_delete, notice, preview};
 use crate::auth::policy::{Access, check_write, scope};
 use crate::cli::MessagesCmd;
 use crate::db::messages::{self, MessageChanges};
 use crate::error::{Error, Result};
+use crate::mail::placeholders;
 use crate::output::{print_list, print_one};
 use crate::validate;
 
@@ -44,6 +45,11 @@ pub async fn run(ctx: &Ctx, cmd: MessagesCmd) -> Result<()> {
                 return Err(Error::invalid("body", "is required"));
             }
             let html = html_file.map(|f| read_file("html-file", &f)).transpose()?;
+            placeholders::check("subject", &subject)?;
+            placeholders::check("body", &text)?;
+            if let Some(h) = &html {
+                placeholders::check("html-file", h)?;
+            }
             let msg = messages::add(db, actor.id, &subject, &text, html.as_deref()).await?;
             print_one(format, &msg)
         }
@@ -77,6 +83,15 @@ pub async fn run(ctx: &Ctx, cmd: MessagesCmd) -> Result<()> {
             if changes.body.as_deref().is_some_and(|b| b.trim().is_empty()) {
                 return Err(Error::invalid("body", "is required"));
             }
+            if let Some(s) = &changes.subject {
+                placeholders::check("subject", s)?;
+            }
+            if let Some(b) = &changes.body {
+                placeholders::check("body", b)?;
+            }
+            if let Some(Some(h)) = &changes.html {
+                placeholders::check("html-file", h)?;
+            }
             check_write(
                 &actor,
                 messages::get(db, scope(&actor, Access::Read), id)
@@ -86,6 +101,7 @@ pub async fn run(ctx: &Ctx, cmd: MessagesCmd) -> Result<()> {
             let msg = messages::update(db, scope(&actor, Access::Write), id, &changes).await?;
             print_one(format, &msg)
         }
+        MessagesCmd::Preview { id, client } => preview::message(ctx, &actor, id, client).await,
         MessagesCmd::Delete { ids, yes, force } => {
             for &id in &ids {
                 check_write(

@@ -24,12 +24,14 @@ pub mod import;
 pub mod mailings;
 pub mod messages;
 pub mod password;
+pub mod preview;
 pub mod register;
 pub mod send;
 pub mod serve;
 pub mod stats;
 pub mod suppressions;
 pub mod system_letters;
+pub mod tags;
 pub mod users;
 
 /// What every command may need, opened lazily so `completions` or `--help` touch nothing.
@@ -105,6 +107,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Whoami => accounts_cmd::whoami(ctx).await,
         Command::Users(c) => users::run(ctx, c).await,
         Command::Clients(c) => clients::run(ctx, c).await,
+        Command::Tags(c) => tags::run(ctx, c).await,
         Command::Messages(c) => messages::run(ctx, c).await,
         Command::Mailings(c) => mailings::run(ctx, c).await,
         Command::Completions(a) => {

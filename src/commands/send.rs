@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use super::Ctx;
 use crate::auth::policy::{self, Access, Actor};
 use crate::cli::{SendArgs, SendOpts};
-use crate::db::{self, deliveries, recipients};
+use crate::db::{self, audience, deliveries, recipients};
 use crate::error::{Error, Result};
 use crate::mail::sender::{self, Options, Summary};
 use crate::mail::transport::Endpoint;
@@ -58,6 +58,11 @@ async fn run(
     opts: &SendOpts,
 ) -> Result<()> {
     let db = ctx.db().await?;
+    // An audience (all clients, tags) first gains whoever joined it since the last run, also
+    // in a dry run, whose list must show them: it adds recipients, it sends nothing.
+    for t in &targets {
+        audience::resolve(db, t.id).await?;
+    }
     // A finished mailing (every recipient has a final outcome) has nothing for this run:
     // neither the run nor its dry run counts it.
     let ids: Vec<i64> = targets.iter().map(|t| t.id).collect();

@@ -1,21 +1,27 @@
 //! Clients (recipients), each owned by an account; email unique per owner, case-insensitively.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::accounts::email_key;
+use super::fields::Fields;
+use super::tags::{self, Tags};
 use super::{Db, dialect, is_unique_violation, now};
 use crate::auth::policy::Scope;
 use crate::error::{Error, Result};
 use crate::on_pool;
 use crate::output::{Record, time};
 
-#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Client {
     pub id: i64,
     pub email: String,
     pub full_name: String,
     pub comment: String,
+    #[sqlx(try_from = "String")]
+    pub tags: Tags,
+    #[sqlx(try_from = "String")]
+    pub fields: Fields,
     pub owner_id: i64,
     pub created_at: DateTime<Utc>,
 }
@@ -26,6 +32,8 @@ impl Record for Client {
         "email",
         "full_name",
         "comment",
+        "tags",
+        "fields",
         "owner_id",
         "created_at",
     ];
@@ -35,35 +43,51 @@ impl Record for Client {
             self.email.clone(),
             self.full_name.clone(),
             self.comment.clone(),
+            self.tags.0.join(", "),
+            self.fields.shown(),
             self.owner_id.to_string(),
             time(&self.created_at),
         ]
     }
+    /// Tags as in the import (`news;vip`), fields as a JSON object.
+    fn csv_cells(&self) -> Option<Vec<String>> {
+        let mut cells = self.cells();
+        cells[4] = self.tags.cell();
+        cells[5] = self.fields.stored();
+        Some(cells)
+    }
 }
 
-pub(crate) const COLUMNS: &str = "id, email, full_name, comment, owner_id, created_at";
+pub(crate) const COLUMNS: &str =
+    "id, email, full_name, comment, tags, fields, owner_id, created_at";
+
+/// What a new client is made of (validated by the caller).
+pub struct NewClient<'a> {
+    pub email: &'a str,
+    pub full_name: &'a str,
+    pub comment: &'a str,
+    pub tags: &'a Tags,
+    pub fields: &'a Fields,
+}
 
 fn duplicate(email: &str) -> Error {
     Error::invalid("email", format!("a client with {email} already exists"))
 }
 
-pub async fn add(
-    db: &Db,
-    owner_id: i64,
-    email: &str,
-    full_name: &str,
-    comment: &str,
-) -> Result<Client> {
+pub async fn add(db: &Db, owner_id: i64, c: &NewClient<'_>) -> Result<Client> {
     let sql = format!(
-        "INSERT INTO clients (owner_id, email, email_key, full_name, comment, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
+        "INSERT INTO clients (owner_id, email, email_key, full_name, comment, tags, fields, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {COLUMNS}"
     );
+    let email = c.email;
     let res = on_pool!(db, p => sqlx::query_as::<_, Client>(&sql)
         .bind(owner_id)
         .bind(email)
         .bind(email_key(email))
-        .bind(full_name)
-        .bind(comment)
+        .bind(c.full_name)
+        .bind(c.comment)
+        .bind(c.tags.stored())
+        .bind(c.fields.stored())
         .bind(now())
         .fetch_one(p)
         .await);
@@ -85,21 +109,35 @@ fn like_pattern(text: &str) -> String {
     format!("%{escaped}%")
 }
 
-pub async fn list(db: &Db, scope: Scope, search: Option<&str>) -> Result<Vec<Client>> {
+/// The clients in `scope` matching `search` and carrying every one of `with_tags`.
+pub async fn list(
+    db: &Db,
+    scope: Scope,
+    search: Option<&str>,
+    with_tags: &Tags,
+) -> Result<Vec<Client>> {
     let like = dialect::ilike(db);
-    let sql = format!(
+    let mut sql = format!(
         "SELECT {COLUMNS} FROM clients \
          WHERE ($1 IS NULL OR owner_id = $1) \
            AND ($2 IS NULL OR email {like} $2 ESCAPE '\\' OR full_name {like} $2 ESCAPE '\\' \
-                OR comment {like} $2 ESCAPE '\\') \
-         ORDER BY id"
+                OR comment {like} $2 ESCAPE '\\')"
     );
+    let needles = with_tags.needles();
+    for i in 0..needles.len() {
+        sql.push_str(&format!(" AND {}", tags::carries(db, "tags", i + 3)));
+    }
+    sql.push_str(" ORDER BY id");
     let pattern = search.map(like_pattern);
-    Ok(on_pool!(db, p => sqlx::query_as::<_, Client>(&sql)
-        .bind(scope.owner())
-        .bind(pattern.as_deref())
-        .fetch_all(p)
-        .await)?)
+    Ok(on_pool!(db, p => {
+        let mut q = sqlx::query_as::<_, Client>(&sql)
+            .bind(scope.owner())
+            .bind(pattern.as_deref());
+        for n in &needles {
+            q = q.bind(n);
+        }
+        q.fetch_all(p).await
+    })?)
 }
 
 pub async fn get(db: &Db, scope: Scope, id: i64) -> Result<Client> {
@@ -114,15 +152,22 @@ pub struct ClientChanges {
     pub email: Option<String>,
     pub full_name: Option<String>,
     pub comment: Option<String>,
+    /// The whole new set (the caller applied `--tag`/`--untag` to the current one).
+    pub tags: Option<Tags>,
+    /// The whole new map (the caller applied `--field` to the current one).
+    pub fields: Option<Fields>,
 }
 
 pub async fn update(db: &Db, scope: Scope, id: i64, ch: &ClientChanges) -> Result<Client> {
     let sql = format!(
         "UPDATE clients SET \
            email = COALESCE($1, email), email_key = COALESCE($2, email_key), \
-           full_name = COALESCE($3, full_name), comment = COALESCE($4, comment) \
+           full_name = COALESCE($3, full_name), comment = COALESCE($4, comment), \
+           tags = COALESCE($7, tags), fields = COALESCE($8, fields) \
          WHERE id = $5 AND ($6 IS NULL OR owner_id = $6) RETURNING {COLUMNS}"
     );
+    let tags = ch.tags.as_ref().map(Tags::stored);
+    let fields = ch.fields.as_ref().map(Fields::stored);
     let res = on_pool!(db, p => sqlx::query_as::<_, Client>(&sql)
         .bind(ch.email.as_deref())
         .bind(ch.email.as_deref().map(email_key))
@@ -130,6 +175,8 @@ pub async fn update(db: &Db, scope: Scope, id: i64, ch: &ClientChanges) -> Resul
         .bind(ch.comment.as_deref())
         .bind(id)
         .bind(scope.owner())
+        .bind(tags.as_deref())
+        .bind(fields.as_deref())
         .fetch_optional(p)
         .await);
     match res {
@@ -168,4 +215,21 @@ pub async fn owned_ids(db: &Db, owner_id: i64, ids: &[i64]) -> Result<Vec<i64>> 
         Ok::<_, sqlx::Error>(())
     })?;
     Ok(found)
+}
+
+/// The owner's first client (a sample recipient for `messages preview`).
+pub async fn first_of_owner(db: &Db, owner_id: i64) -> Result<Option<Client>> {
+    let sql = format!("SELECT {COLUMNS} FROM clients WHERE owner_id = $1 ORDER BY id LIMIT 1");
+    Ok(on_pool!(db, p => sqlx::query_as::<_, Client>(&sql).bind(owner_id).fetch_optional(p).await)?)
+}
+
+/// The mailing's first recipient (by client id), if it has any.
+pub async fn first_recipient(db: &Db, mailing_id: i64) -> Result<Option<Client>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM clients WHERE id = \
+           (SELECT MIN(client_id) FROM mailing_clients WHERE mailing_id = $1)"
+    );
+    Ok(
+        on_pool!(db, p => sqlx::query_as::<_, Client>(&sql).bind(mailing_id).fetch_optional(p).await)?,
+    )
 }

@@ -196,6 +196,8 @@ pub struct Claimed {
     pub tries: i32,
     pub email: String,
     pub full_name: String,
+    /// Custom fields, as stored (a JSON object), for placeholders.
+    pub fields: String,
     /// The owner may no longer write to this address: record it as suppressed, don't send.
     pub suppressed: bool,
 }
@@ -311,7 +313,7 @@ fn claim_sql(db: &Db, due: Due) -> String {
              WHERE deliveries.id = ANY(ARRAY({candidates} FOR UPDATE SKIP LOCKED)) \
                AND c.id = deliveries.client_id \
              RETURNING deliveries.id, deliveries.mailing_id, deliveries.client_id, deliveries.tries, \
-               c.email, c.full_name, {suppressed}"
+               c.email, c.full_name, c.fields, {suppressed}"
         ),
         Db::Sqlite(_) => format!(
             "UPDATE deliveries SET state = 'sending', tries = tries + 1, lease_until = $2, updated_at = $1 \
@@ -319,6 +321,7 @@ fn claim_sql(db: &Db, due: Due) -> String {
              RETURNING id, mailing_id, client_id, tries, \
                (SELECT c.email FROM clients c WHERE c.id = deliveries.client_id) AS email, \
                (SELECT c.full_name FROM clients c WHERE c.id = deliveries.client_id) AS full_name, \
+               (SELECT c.fields FROM clients c WHERE c.id = deliveries.client_id) AS fields, \
                {SUPPRESSED} AS suppressed"
         ),
     }

@@ -13,6 +13,8 @@ use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
 use serde::Serialize;
 
+use super::fields::{self, Fields};
+use super::tags::Tags;
 use super::{Db, now};
 use crate::auth::policy::Scope;
 use crate::error::Result;
@@ -25,9 +27,9 @@ mod sqlite;
 pub use postgres::PgImport;
 pub use sqlite::SqliteImport;
 
-/// Rows per statement. SQLite binds 4 parameters per row, under its limit of 32766 parameters
-/// per statement; PostgreSQL takes the same batches as 4 arrays.
-pub const BATCH: usize = 8000;
+/// Rows per statement. SQLite binds 6 parameters per row, under its limit of 32766 parameters
+/// per statement; PostgreSQL copies the same batches.
+pub const BATCH: usize = 5000;
 
 /// A validated row of the file, ready to insert.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +41,18 @@ pub struct NewClient {
     pub key: String,
     pub full_name: String,
     pub comment: String,
+    /// Stored form of the tags (`;news;vip;`, or empty).
+    pub tags: String,
+    /// Stored form of the custom fields (a JSON object).
+    pub fields: String,
+}
+
+/// Which optional columns the file has: under `--on-conflict update` only these replace the
+/// existing client's (a file without a `tags` column keeps the tags).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Columns {
+    pub tags: bool,
+    pub fields: bool,
 }
 
 /// What to do when a row's email already belongs to a client of the owner.
@@ -124,6 +138,7 @@ pub(crate) trait ClientImport: Sized {
 struct Target {
     owner_id: i64,
     mode: OnConflict,
+    columns: Columns,
     created_at: DateTime<Utc>,
     /// The highest client id before the import: a conflicting row with a higher id was
     /// inserted by this import, so the conflict is a duplicate inside the file.
@@ -131,10 +146,11 @@ struct Target {
 }
 
 impl Target {
-    fn new(owner_id: i64, mode: OnConflict, max_id_before: i64) -> Target {
+    fn new(owner_id: i64, mode: OnConflict, columns: Columns, max_id_before: i64) -> Target {
         Target {
             owner_id,
             mode,
+            columns,
             created_at: now(),
             max_id_before,
         }
@@ -151,10 +167,19 @@ pub enum Importer {
 }
 
 impl Importer {
-    pub async fn begin(db: &Db, owner_id: i64, mode: OnConflict) -> Result<Importer> {
+    pub async fn begin(
+        db: &Db,
+        owner_id: i64,
+        mode: OnConflict,
+        columns: Columns,
+    ) -> Result<Importer> {
         Ok(match db {
-            Db::Sqlite(pool) => Importer::Sqlite(SqliteImport::begin(pool, owner_id, mode).await?),
-            Db::Postgres(pool) => Importer::Postgres(PgImport::begin(pool, owner_id, mode).await?),
+            Db::Sqlite(pool) => {
+                Importer::Sqlite(SqliteImport::begin(pool, owner_id, mode, columns).await?)
+            }
+            Db::Postgres(pool) => {
+                Importer::Postgres(PgImport::begin(pool, owner_id, mode, columns).await?)
+            }
         })
     }
 }
@@ -195,16 +220,25 @@ enum Upsert {
     Update,
 }
 
-const INSERT_INTO: &str =
-    "INSERT INTO clients (owner_id, email, email_key, full_name, comment, created_at)";
+const INSERT_INTO: &str = "INSERT INTO clients (owner_id, email, email_key, full_name, comment, tags, fields, created_at)";
 
-fn on_conflict_sql(upsert: Upsert, returning: bool) -> String {
+fn on_conflict_sql(upsert: Upsert, returning: bool, columns: Columns) -> String {
     let action = match upsert {
-        Upsert::Nothing => "DO NOTHING",
-        Upsert::Update => {
+        Upsert::Nothing => "DO NOTHING".to_string(),
+        Upsert::Update => format!(
             "DO UPDATE SET email = excluded.email, full_name = excluded.full_name, \
-             comment = excluded.comment"
-        }
+             comment = excluded.comment{}{}",
+            if columns.tags {
+                ", tags = excluded.tags"
+            } else {
+                ""
+            },
+            if columns.fields {
+                ", fields = excluded.fields"
+            } else {
+                ""
+            }
+        ),
     };
     let ret = if returning {
         " RETURNING email_key"
@@ -253,23 +287,36 @@ fn split_first(rows: Vec<NewClient>) -> (Vec<NewClient>, Vec<Conflict>) {
     (keep, conflicts)
 }
 
-/// One exported client: the import's columns, so export -> import round-trips.
+/// One exported client: the import's columns, so export -> import round-trips. In CSV the
+/// fields are columns of their own (see `commands::import::export`).
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct ExportRow {
     pub email: String,
     pub full_name: String,
     pub comment: String,
+    #[sqlx(try_from = "String")]
+    pub tags: Tags,
+    #[sqlx(try_from = "String")]
+    pub fields: Fields,
 }
 
 impl Record for ExportRow {
-    const HEADERS: &'static [&'static str] = &["email", "full_name", "comment"];
+    const HEADERS: &'static [&'static str] = &["email", "full_name", "comment", "tags", "fields"];
     fn cells(&self) -> Vec<String> {
         vec![
             self.email.clone(),
             self.full_name.clone(),
             self.comment.clone(),
+            self.tags.cell(),
+            self.fields.stored(),
         ]
     }
+}
+
+/// Every custom field key of the clients in `scope`, sorted (the export's extra columns).
+pub async fn field_keys(db: &Db, scope: Scope) -> Result<Vec<String>> {
+    let sql = fields::keys_sql(db);
+    Ok(on_pool!(db, p => sqlx::query_scalar(sql).bind(scope.owner()).fetch_all(p).await)?)
 }
 
 /// Streams the clients in `scope` (oldest first) to `each`, one row at a time; returns the count.
@@ -278,7 +325,7 @@ pub async fn export(
     scope: Scope,
     mut each: impl FnMut(ExportRow) -> Result<()>,
 ) -> Result<u64> {
-    let sql = "SELECT email, full_name, comment FROM clients \
+    let sql = "SELECT email, full_name, comment, tags, fields FROM clients \
                WHERE ($1 IS NULL OR owner_id = $1) ORDER BY id";
     let mut n = 0u64;
     on_pool!(db, p => {
@@ -302,6 +349,8 @@ mod tests {
             key: key.into(),
             full_name: format!("n{line}"),
             comment: String::new(),
+            tags: String::new(),
+            fields: "{}".into(),
         }
     }
 

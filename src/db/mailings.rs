@@ -3,6 +3,8 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::audience::required_fields;
+use super::tags::Tags;
 use super::{Db, now};
 use crate::auth::policy::Scope;
 use crate::error::{Error, Result};
@@ -28,6 +30,11 @@ pub struct Mailing {
     pub failed: i64,
     /// Set aside (unsubscribed or refused before), or about to be: pending to such an address.
     pub suppressed: i64,
+    /// Audience: every client of the owner, resolved on every run while due.
+    pub all_clients: bool,
+    /// Audience: the owner's clients carrying any of these, resolved on every run while due.
+    #[sqlx(try_from = "String")]
+    pub tags: Tags,
     pub owner_id: i64,
     pub created_at: DateTime<Utc>,
 }
@@ -47,6 +54,8 @@ impl Record for Mailing {
         "pending",
         "failed",
         "suppressed",
+        "all_clients",
+        "tags",
         "owner_id",
         "created_at",
     ];
@@ -65,9 +74,17 @@ impl Record for Mailing {
             self.pending.to_string(),
             self.failed.to_string(),
             self.suppressed.to_string(),
+            self.all_clients.to_string(),
+            self.tags.0.join(", "),
             self.owner_id.to_string(),
             time(&self.created_at),
         ]
+    }
+    /// Tags as in the import (`news;vip`).
+    fn csv_cells(&self) -> Option<Vec<String>> {
+        let mut cells = self.cells();
+        cells[9] = self.tags.cell();
+        Some(cells)
     }
 }
 
@@ -92,7 +109,7 @@ pub enum Filter {
 fn select(where_: &str) -> String {
     format!(
         "WITH x AS MATERIALIZED (SELECT m.id, m.message_id, msg.subject, m.start_at, m.end_at, \
-             m.disabled, m.owner_id, m.created_at, \
+             m.disabled, m.all_clients, m.audience_tags, m.owner_id, m.created_at, \
              (SELECT COUNT(*) FROM mailing_clients mc WHERE mc.mailing_id = m.id) AS clients, \
              (SELECT COUNT(*) FROM deliveries d WHERE d.mailing_id = m.id AND d.state = 'sent') AS sent, \
              (SELECT COUNT(*) FROM deliveries d WHERE d.mailing_id = m.id AND d.state = 'failed') AS failed, \
@@ -111,7 +128,7 @@ fn select(where_: &str) -> String {
                 WHEN x.end_at < $1 OR x.open - x.held <= 0 THEN 'completed' ELSE 'active' END AS status, \
            x.disabled, (x.end_at < $1 AND x.open - x.held > 0) AS ended_with_letters_left, \
            x.clients, x.sent, x.open - x.held AS pending, x.failed, x.suppressed + x.held AS suppressed, \
-           x.owner_id, x.created_at FROM x"
+           x.all_clients, x.audience_tags AS tags, x.owner_id, x.created_at FROM x"
     )
 }
 
@@ -156,27 +173,39 @@ pub struct NewMailing<'a> {
     pub end_at: DateTime<Utc>,
     pub client_ids: &'a [i64],
     pub all_clients: bool,
+    pub tags: &'a Tags,
+}
+
+/// The message's texts, read inside a transaction when it belongs to `owner`.
+macro_rules! owned_message {
+    ($tx:expr, $message:expr, $owner:expr) => {
+        sqlx::query_as::<_, (String, String, Option<String>)>(
+            "SELECT subject, body, html FROM messages WHERE id = $1 AND owner_id = $2",
+        )
+        .bind($message)
+        .bind($owner)
+        .fetch_optional(&mut *$tx)
+        .await?
+        .ok_or_else(|| Error::not_found("message", $message))?
+    };
 }
 
 /// Creates the mailing and its recipient list in one transaction. The message and every
-/// client must belong to the owner (checked here, inside the transaction).
+/// client must belong to the owner (checked here, inside the transaction); the audience
+/// (`all_clients`, `tags`) is stored and resolved now, and again on every run; a field the
+/// message needs without a default that some recipient lacks refuses the whole mailing.
 pub async fn add(db: &Db, m: &NewMailing<'_>) -> Result<i64> {
     let id = on_pool!(db, p => {
         let mut tx = p.begin().await?;
-        let msg: Option<i64> = sqlx::query_scalar("SELECT id FROM messages WHERE id = $1 AND owner_id = $2")
-            .bind(m.message_id).bind(m.owner_id).fetch_optional(&mut *tx).await?;
-        if msg.is_none() {
-            return Err(Error::not_found("message", m.message_id));
-        }
+        let (subject, body, html) = owned_message!(tx, m.message_id, m.owner_id);
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO mailings (owner_id, message_id, start_at, end_at, status, disabled, created_at) \
-             VALUES ($1, $2, $3, $4, 'created', FALSE, $5) RETURNING id")
+            "INSERT INTO mailings (owner_id, message_id, start_at, end_at, status, disabled, created_at, \
+               all_clients, audience_tags) \
+             VALUES ($1, $2, $3, $4, 'created', FALSE, $5, $6, $7) RETURNING id")
             .bind(m.owner_id).bind(m.message_id).bind(m.start_at).bind(m.end_at).bind(now())
+            .bind(m.all_clients).bind(m.tags.stored())
             .fetch_one(&mut *tx).await?;
-        if m.all_clients {
-            sqlx::query("INSERT INTO mailing_clients (mailing_id, client_id) SELECT $1, id FROM clients WHERE owner_id = $2")
-                .bind(id).bind(m.owner_id).execute(&mut *tx).await?;
-        }
+        crate::resolve_audience!(db, tx, id, m.owner_id, m.all_clients, m.tags);
         for &client in m.client_ids {
             if !owns_client!(tx, client, m.owner_id) {
                 return Err(Error::not_found("client", client));
@@ -184,6 +213,7 @@ pub async fn add(db: &Db, m: &NewMailing<'_>) -> Result<i64> {
             sqlx::query("INSERT INTO mailing_clients (mailing_id, client_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                 .bind(id).bind(client).execute(&mut *tx).await?;
         }
+        crate::check_required_fields!(db, tx, id, &required_fields(&subject, &body, html.as_deref()));
         tx.commit().await?;
         Ok::<_, Error>(id)
     })?;
@@ -194,6 +224,10 @@ pub struct MailingChanges {
     pub message_id: Option<i64>,
     pub start_at: Option<DateTime<Utc>>,
     pub end_at: Option<DateTime<Utc>>,
+    /// Address every client from now on.
+    pub all_clients: bool,
+    /// Replaces the audience's tags.
+    pub tags: Option<Tags>,
 }
 
 pub async fn update(db: &Db, scope: Scope, id: i64, ch: &MailingChanges) -> Result<()> {
@@ -201,17 +235,18 @@ pub async fn update(db: &Db, scope: Scope, id: i64, ch: &MailingChanges) -> Resu
     let start = ch.start_at.unwrap_or(current.start_at);
     let end = ch.end_at.unwrap_or(current.end_at);
     crate::validate::window(start, end)?;
+    let all_clients = current.all_clients || ch.all_clients;
+    let tags = ch.tags.clone().unwrap_or(current.tags);
+    let message = ch.message_id.unwrap_or(current.message_id);
     on_pool!(db, p => {
         let mut tx = p.begin().await?;
-        if let Some(message) = ch.message_id {
-            let ok: Option<i64> = sqlx::query_scalar("SELECT id FROM messages WHERE id = $1 AND owner_id = $2")
-                .bind(message).bind(current.owner_id).fetch_optional(&mut *tx).await?;
-            if ok.is_none() {
-                return Err(Error::not_found("message", message));
-            }
-        }
-        sqlx::query("UPDATE mailings SET message_id = COALESCE($1, message_id), start_at = $2, end_at = $3 WHERE id = $4")
-            .bind(ch.message_id).bind(start).bind(end).bind(id).execute(&mut *tx).await?;
+        let (subject, body, html) = owned_message!(tx, message, current.owner_id);
+        sqlx::query("UPDATE mailings SET message_id = $1, start_at = $2, end_at = $3, \
+               all_clients = $5, audience_tags = $6 WHERE id = $4")
+            .bind(message).bind(start).bind(end).bind(id).bind(all_clients).bind(tags.stored())
+            .execute(&mut *tx).await?;
+        crate::resolve_audience!(db, tx, id, current.owner_id, all_clients, &tags);
+        crate::check_required_fields!(db, tx, id, &required_fields(&subject, &body, html.as_deref()));
         tx.commit().await?;
         Ok(())
     })

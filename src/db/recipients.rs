@@ -94,6 +94,8 @@ pub struct Letter {
     pub client_id: i64,
     pub email: String,
     pub full_name: String,
+    /// The client's custom fields, as stored (a JSON object).
+    pub fields: String,
     /// The delivery row's state; None: not tried yet (no row).
     pub state: Option<String>,
     pub next_try_at: Option<DateTime<Utc>>,
@@ -144,7 +146,7 @@ pub async fn letters(db: &Db, mailing_ids: &[i64]) -> Result<Vec<Letter>> {
         return Ok(Vec::new());
     }
     let sql = format!(
-        "SELECT r.mailing_id, c.id AS client_id, c.email, c.full_name, d.state, d.next_try_at, \
+        "SELECT r.mailing_id, c.id AS client_id, c.email, c.full_name, c.fields, d.state, d.next_try_at, \
            d.lease_until, {SUPPRESSED} AS suppressed \
          FROM {} ORDER BY r.mailing_id, c.id",
         recipients_of(&id_list(mailing_ids))

@@ -5,9 +5,12 @@ use lettre::address::Envelope;
 use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 
+use sha2::{Digest, Sha256};
+
 use crate::config::Config;
+use crate::db::fields::Fields;
 use crate::error::{Error, Result};
-use crate::web::pages::escape;
+use crate::mail::placeholders;
 
 pub fn mailbox(field: &str, addr: &str) -> Result<Mailbox> {
     addr.parse::<Mailbox>()
@@ -35,9 +38,13 @@ pub struct Template {
     /// `MAILCTL_BOUNCE_ADDRESS`: when set, each letter's envelope sender is its VERP address.
     bounce_address: Option<String>,
     secret: Vec<u8>,
-    subject: String,
-    text: String,
-    html: Option<String>,
+    subject: placeholders::Template,
+    text: placeholders::Template,
+    html: Option<placeholders::Template>,
+    /// Some placeholder names a custom field: the recipient's fields are read.
+    uses_fields: bool,
+    /// Message-ID and List-Unsubscribe of the mailing (not for a message's preview).
+    mailing_headers: bool,
 }
 
 /// One recipient of a letter.
@@ -45,6 +52,27 @@ pub struct Recipient<'a> {
     pub client_id: i64,
     pub email: &'a str,
     pub full_name: &'a str,
+    /// The client's custom fields, as stored (a JSON object).
+    pub fields: &'a str,
+}
+
+/// A placeholder's value for one recipient: its name, address, or one of its fields.
+fn value(to: &Recipient<'_>, fields: &Fields, key: &str) -> Option<String> {
+    match key {
+        "full_name" => Some(to.full_name.to_string()),
+        "email" => Some(to.email.to_string()),
+        _ => fields.get(key).map(str::to_string),
+    }
+}
+
+/// A message's subject as the recipient's letter carries it (for the dry run's list).
+pub fn subject(subject: &str, to: &Recipient<'_>) -> String {
+    let fields = Fields::from(to.fields.to_string());
+    placeholders::Template::parse(subject)
+        .fill(|key| value(to, &fields, key), false)
+        .replace(['\r', '\n'], " ")
+        .trim()
+        .to_string()
 }
 
 impl Template {
@@ -58,6 +86,14 @@ impl Template {
     ) -> Result<Template> {
         let from = mailbox("MAILCTL_FROM", &config.from)?;
         let domain = from.email.domain().to_string();
+        let subject = placeholders::Template::parse(subject);
+        let text = placeholders::Template::parse(text);
+        let html = html
+            .filter(|h| !h.trim().is_empty())
+            .map(placeholders::Template::parse);
+        let uses_fields = subject.uses_fields()
+            || text.uses_fields()
+            || html.as_ref().is_some_and(|h| h.uses_fields());
         Ok(Template {
             mailing_id,
             from,
@@ -65,10 +101,25 @@ impl Template {
             base_url: config.base_url.trim_end_matches('/').to_string(),
             bounce_address: config.bounce_address.clone(),
             secret,
-            subject: subject.to_string(),
-            text: text.to_string(),
-            html: html.filter(|h| !h.trim().is_empty()).map(str::to_string),
+            subject,
+            text,
+            html,
+            uses_fields,
+            mailing_headers: true,
         })
+    }
+
+    /// A message's letter outside any mailing (`messages preview`): no Message-ID nor
+    /// List-Unsubscribe.
+    pub fn for_message(
+        config: &Config,
+        subject: &str,
+        text: &str,
+        html: Option<&str>,
+    ) -> Result<Template> {
+        let mut t = Template::new(config, Vec::new(), 0, subject, text, html)?;
+        t.mailing_headers = false;
+        Ok(t)
     }
 
     /// `<mailing-{m}.client-{c}@{domain}>`: the same letter always has the same id, so a
@@ -102,71 +153,69 @@ impl Template {
     /// The letter for one recipient: multipart/alternative (text, and HTML when the message
     /// has it), Date, Message-ID, List-Unsubscribe (+ RFC 8058 one-click).
     pub fn letter(&self, to: &Recipient<'_>) -> Result<Message> {
-        let address = to
-            .email
+        self.build(to, to.email, self.message_id(to.client_id))
+    }
+
+    /// `mailings test`: the recipient's letter, addressed to `address` instead, under a
+    /// Message-ID of its own (the real letter may still go out later).
+    pub fn test_letter(&self, to: &Recipient<'_>, address: &str) -> Result<Message> {
+        let id = format!(
+            "<mailing-{}.client-{}.test-{}@{}>",
+            self.mailing_id,
+            to.client_id,
+            hex::encode(rand::random::<[u8; 6]>()),
+            self.domain
+        );
+        self.build(to, address, id)
+    }
+
+    fn build(&self, to: &Recipient<'_>, address: &str, message_id: String) -> Result<Message> {
+        let address = address
             .parse::<lettre::Address>()
-            .map_err(|e| Error::invalid("email", format!("'{}': {e}", to.email)))?;
+            .map_err(|e| Error::invalid("email", format!("'{address}': {e}")))?;
         let name = to.full_name.trim();
         // The envelope is given rather than parsed back out of the From and To headers.
         let envelope = Envelope::new(Some(self.return_path(to.client_id)?), vec![address.clone()])
-            .map_err(|e| Error::invalid("email", format!("'{}': {e}", to.email)))?;
+            .map_err(|e| Error::invalid("email", format!("'{address}': {e}")))?;
         let mailbox = Mailbox::new((!name.is_empty()).then(|| name.to_string()), address);
-        let fill = |s: &str| fill(s, to.full_name, to.email, false);
-        let mut body = MultiPart::alternative().singlepart(SinglePart::plain(fill(&self.text)));
+        let fields = if self.uses_fields {
+            Fields::from(to.fields.to_string())
+        } else {
+            Fields::default()
+        };
+        let value = |key: &str| value(to, &fields, key);
+        // A boundary of its own per letter, but the same every time the letter is made, so a
+        // preview equals the letter sent (apart from Date).
+        let boundary = format!(
+            "=_{}",
+            &hex::encode(Sha256::digest(self.message_id(to.client_id).as_bytes()))[..32]
+        );
+        let mut body = MultiPart::alternative()
+            .boundary(boundary)
+            .singlepart(SinglePart::plain(self.text.fill(value, false)));
         if let Some(html) = &self.html {
-            body = body.singlepart(SinglePart::html(self::fill(
-                html,
-                to.full_name,
-                to.email,
-                true,
-            )));
+            body = body.singlepart(SinglePart::html(html.fill(value, true)));
         }
-        Message::builder()
+        let subject = self.subject.fill(value, false);
+        let mut builder = Message::builder()
             .from(self.from.clone())
             .to(mailbox)
-            .subject(fill(&self.subject).replace(['\r', '\n'], " ").trim())
-            .date_now()
-            .message_id(Some(self.message_id(to.client_id)))
-            .header(ListUnsubscribe(format!(
-                "<{}>",
-                self.unsubscribe_url(to.client_id)
-            )))
-            .header(ListUnsubscribePost)
+            .subject(subject.replace(['\r', '\n'], " ").trim())
+            .date_now();
+        if self.mailing_headers {
+            builder = builder
+                .message_id(Some(message_id))
+                .header(ListUnsubscribe(format!(
+                    "<{}>",
+                    self.unsubscribe_url(to.client_id)
+                )))
+                .header(ListUnsubscribePost);
+        }
+        builder
             .envelope(envelope)
             .multipart(body)
             .map_err(|e| Error::runtime(format!("cannot build the letter: {e}")))
     }
-}
-
-/// Replaces `{{full_name}}` and `{{email}}`; in HTML the values are escaped. One pass over
-/// the template (it runs for every letter).
-pub fn fill(template: &str, full_name: &str, email: &str, html: bool) -> String {
-    if !template.contains("{{") {
-        return template.to_string();
-    }
-    let (name, email) = if html {
-        (escape(full_name), escape(email))
-    } else {
-        (full_name.to_string(), email.to_string())
-    };
-    let mut out = String::with_capacity(template.len() + 2 * name.len());
-    let mut rest = template;
-    while let Some(at) = rest.find("{{") {
-        out.push_str(&rest[..at]);
-        let tail = &rest[at..];
-        if let Some(after) = tail.strip_prefix("{{full_name}}") {
-            out.push_str(&name);
-            rest = after;
-        } else if let Some(after) = tail.strip_prefix("{{email}}") {
-            out.push_str(&email);
-            rest = after;
-        } else {
-            out.push_str("{{");
-            rest = &tail[2..];
-        }
-    }
-    out.push_str(rest);
-    out
 }
 
 #[derive(Clone)]
@@ -196,31 +245,5 @@ impl Header for ListUnsubscribePost {
     }
     fn display(&self) -> HeaderValue {
         HeaderValue::new(Self::name(), "List-Unsubscribe=One-Click".to_string())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn placeholders_are_filled_and_escaped_in_html() {
-        assert_eq!(
-            fill("Hi {{full_name}} <{{email}}>", "A&B", "a@x", false),
-            "Hi A&B <a@x>"
-        );
-        assert_eq!(
-            fill("<p>{{full_name}}</p>", "<b>A&B</b>", "a@x", true),
-            "<p>&lt;b&gt;A&amp;B&lt;/b&gt;</p>"
-        );
-        assert_eq!(
-            fill(
-                "{{{{email}} {{ {{full_name}}{{nope}} {{",
-                "Ann",
-                "a@x",
-                false
-            ),
-            "{{a@x {{ Ann{{nope}} {{"
-        );
     }
 }

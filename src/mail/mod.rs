@@ -4,5 +4,6 @@ pub mod backlog;
 pub mod compose;
 pub mod journal;
 pub mod pace;
+pub mod placeholders;
 pub mod sender;
 pub mod transport;

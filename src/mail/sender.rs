@@ -751,6 +751,7 @@ async fn send_one(run: &Run, session: &mut Session, job: &Job) -> Finished {
         client_id: c.client_id,
         email: &c.email,
         full_name: &c.full_name,
+        fields: &c.fields,
     };
     let outcome = match template.letter(&recipient) {
         Ok(letter) => {

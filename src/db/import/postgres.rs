@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
 
 use super::{
-    BatchOutcome, ClientImport, Conflict, ConflictKind, INSERT_INTO, LISTED_CONFLICTS, MAX_ID_SQL,
-    NewClient, OnConflict, Target, Upsert, on_conflict_sql,
+    BatchOutcome, ClientImport, Columns, Conflict, ConflictKind, INSERT_INTO, LISTED_CONFLICTS,
+    MAX_ID_SQL, NewClient, OnConflict, Target, Upsert, on_conflict_sql,
 };
 use crate::error::Result;
 
@@ -36,12 +36,17 @@ pub struct PgImport {
 }
 
 impl PgImport {
-    pub async fn begin(pool: &PgPool, owner_id: i64, mode: OnConflict) -> Result<Self> {
+    pub async fn begin(
+        pool: &PgPool,
+        owner_id: i64,
+        mode: OnConflict,
+        columns: Columns,
+    ) -> Result<Self> {
         let mut tx = pool.begin().await?;
         let max_id_before: i64 = sqlx::query_scalar(MAX_ID_SQL).fetch_one(&mut *tx).await?;
         Ok(PgImport {
             tx,
-            target: Target::new(owner_id, mode, max_id_before),
+            target: Target::new(owner_id, mode, columns, max_id_before),
             stage: PgStage::default(),
         })
     }
@@ -72,11 +77,14 @@ impl ClientImport for PgImport {
 /// The temporary table of the staged rows; dropped with the transaction (commit or rollback).
 const CREATE_STAGE: &str = "CREATE TEMPORARY TABLE import_rows \
      (line BIGINT NOT NULL, email TEXT NOT NULL, email_key TEXT NOT NULL, \
-      full_name TEXT NOT NULL, comment TEXT NOT NULL) ON COMMIT DROP";
-const COPY_STAGE: &str =
-    "COPY import_rows (line, email, email_key, full_name, comment) FROM STDIN (FORMAT binary)";
-const COPY_DIRECT: &str = "COPY clients (owner_id, email, email_key, full_name, comment, created_at) \
+      full_name TEXT NOT NULL, comment TEXT NOT NULL, tags TEXT NOT NULL, fields TEXT NOT NULL) \
+     ON COMMIT DROP";
+const COPY_STAGE: &str = "COPY import_rows (line, email, email_key, full_name, comment, tags, fields) \
      FROM STDIN (FORMAT binary)";
+const COPY_DIRECT: &str = "COPY clients (owner_id, email, email_key, full_name, comment, tags, fields, \
+     created_at) FROM STDIN (FORMAT binary)";
+/// The staged rows' columns, in `INSERT_INTO`'s order after the owner.
+const STAGED: &str = "email, email_key, full_name, comment, tags, fields";
 /// PostgreSQL's unique_violation.
 const UNIQUE_VIOLATION: &str = "23505";
 
@@ -91,9 +99,16 @@ impl PgImport {
             buf.clear();
             buf.extend_from_slice(BINARY_HEADER);
             for r in &rows {
-                buf.extend_from_slice(&6i16.to_be_bytes());
+                buf.extend_from_slice(&8i16.to_be_bytes());
                 binary_field(&mut buf, &owner.to_be_bytes());
-                for text in [&r.email, &r.key, &r.full_name, &r.comment] {
+                for text in [
+                    &r.email,
+                    &r.key,
+                    &r.full_name,
+                    &r.comment,
+                    &r.tags,
+                    &r.fields,
+                ] {
                     binary_field(&mut buf, text.as_bytes());
                 }
                 binary_field(&mut buf, &created.to_be_bytes());
@@ -128,9 +143,16 @@ impl PgImport {
         buf.clear();
         buf.extend_from_slice(BINARY_HEADER);
         for r in &rows {
-            buf.extend_from_slice(&5i16.to_be_bytes());
+            buf.extend_from_slice(&7i16.to_be_bytes());
             binary_field(&mut buf, &(r.line as i64).to_be_bytes());
-            for text in [&r.email, &r.key, &r.full_name, &r.comment] {
+            for text in [
+                &r.email,
+                &r.key,
+                &r.full_name,
+                &r.comment,
+                &r.tags,
+                &r.fields,
+            ] {
                 binary_field(&mut buf, text.as_bytes());
             }
         }
@@ -152,11 +174,12 @@ impl PgImport {
         if !self.stage.staging {
             return Ok(out);
         }
-        let (owner_id, created_at, max_id_before, mode) = (
+        let (owner_id, created_at, max_id_before, mode, columns) = (
             self.target.owner_id,
             self.target.created_at,
             self.target.max_id_before,
             self.target.mode,
+            self.target.columns,
         );
         let tx = &mut self.tx;
         // Sorting a million staged rows in memory rather than in temporary files (this
@@ -168,9 +191,8 @@ impl PgImport {
             OnConflict::Skip => {
                 // In file order, so the first occurrence of a key is the one inserted.
                 let sql = format!(
-                    "{INSERT_INTO} SELECT $1, email, email_key, full_name, comment, $2 \
-                     FROM import_rows ORDER BY line{}",
-                    on_conflict_sql(Upsert::Nothing, false)
+                    "{INSERT_INTO} SELECT $1, {STAGED}, $2 FROM import_rows ORDER BY line{}",
+                    on_conflict_sql(Upsert::Nothing, false, columns)
                 );
                 let inserted = sqlx::query(&sql)
                     .bind(owner_id)
@@ -185,12 +207,12 @@ impl PgImport {
                 // One statement must not touch a row twice: the last occurrence of each key,
                 // which is what applying the rows in order gives. `xmax = 0`: a new row.
                 let sql = format!(
-                    "WITH done AS ({INSERT_INTO} SELECT $1, email, email_key, full_name, comment, $2 \
+                    "WITH done AS ({INSERT_INTO} SELECT $1, {STAGED}, $2 \
                      FROM (SELECT DISTINCT ON (email_key COLLATE \"C\") * FROM import_rows \
                            ORDER BY email_key COLLATE \"C\", line DESC) last \
                      ORDER BY line{} RETURNING (xmax = 0) AS fresh) \
                      SELECT COUNT(*) FILTER (WHERE fresh) FROM done",
-                    on_conflict_sql(Upsert::Update, false)
+                    on_conflict_sql(Upsert::Update, false, columns)
                 );
                 let inserted: i64 = sqlx::query_scalar(&sql)
                     .bind(owner_id)
@@ -205,9 +227,8 @@ impl PgImport {
                     .execute(&mut **tx)
                     .await?;
                 let sql = format!(
-                    "{INSERT_INTO} SELECT $1, email, email_key, full_name, comment, $2 \
-                     FROM import_rows ORDER BY line{}",
-                    on_conflict_sql(Upsert::Nothing, false)
+                    "{INSERT_INTO} SELECT $1, {STAGED}, $2 FROM import_rows ORDER BY line{}",
+                    on_conflict_sql(Upsert::Nothing, false, columns)
                 );
                 let inserted = sqlx::query(&sql)
                     .bind(owner_id)

@@ -4,12 +4,12 @@
 
 use std::collections::HashSet;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::SecondsFormat;
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
 use super::{
-    BATCH, BatchOutcome, ClientImport, Conflict, ConflictKind, INSERT_INTO, MAX_ID_SQL, NewClient,
-    OnConflict, Target, Upsert, keep_last, on_conflict_sql, split_first,
+    BATCH, BatchOutcome, ClientImport, Columns, Conflict, ConflictKind, INSERT_INTO, MAX_ID_SQL,
+    NewClient, OnConflict, Target, Upsert, keep_last, on_conflict_sql, split_first,
 };
 use crate::error::Result;
 
@@ -27,7 +27,12 @@ pub struct SqliteImport {
 }
 
 impl SqliteImport {
-    pub async fn begin(pool: &SqlitePool, owner_id: i64, mode: OnConflict) -> Result<Self> {
+    pub async fn begin(
+        pool: &SqlitePool,
+        owner_id: i64,
+        mode: OnConflict,
+        columns: Columns,
+    ) -> Result<Self> {
         // IMMEDIATE: take the write lock now, so no other writer slips in between the
         // counts below and our first insert.
         let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
@@ -38,7 +43,7 @@ impl SqliteImport {
         let max_id_before: i64 = sqlx::query_scalar(MAX_ID_SQL).fetch_one(&mut *tx).await?;
         Ok(SqliteImport {
             tx,
-            target: Target::new(owner_id, mode, max_id_before),
+            target: Target::new(owner_id, mode, columns, max_id_before),
             full_batch_sql: None,
         })
     }
@@ -147,8 +152,7 @@ impl SqliteImport {
     async fn insert(&mut self, rows: Vec<NewClient>, upsert: Upsert) -> Result<u64> {
         let sql = sqlite_insert_sql(
             rows.len(),
-            self.target.owner_id,
-            &self.target.created_at,
+            &self.target,
             upsert,
             false,
             &mut self.full_batch_sql,
@@ -159,41 +163,37 @@ impl SqliteImport {
                 .bind(r.email)
                 .bind(r.key)
                 .bind(r.full_name)
-                .bind(r.comment);
+                .bind(r.comment)
+                .bind(r.tags)
+                .bind(r.fields);
         }
         Ok(q.execute(&mut *self.tx).await?.rows_affected())
     }
 
     /// Inserts, skipping conflicts; returns the keys that went in.
     async fn insert_returning_keys(&mut self, rows: Vec<NewClient>) -> Result<Vec<String>> {
-        let sql = sqlite_insert_sql(
-            rows.len(),
-            self.target.owner_id,
-            &self.target.created_at,
-            Upsert::Nothing,
-            true,
-            &mut None,
-        );
+        let sql = sqlite_insert_sql(rows.len(), &self.target, Upsert::Nothing, true, &mut None);
         let mut q = sqlx::query_scalar(&sql);
         for r in rows {
             q = q
                 .bind(r.email)
                 .bind(r.key)
                 .bind(r.full_name)
-                .bind(r.comment);
+                .bind(r.comment)
+                .bind(r.tags)
+                .bind(r.fields);
         }
         Ok(q.fetch_all(&mut *self.tx).await?)
     }
 }
 
-/// `VALUES (?,?,?,?), ...` with the owner and the creation time written into the statement
+/// `VALUES (?,?,?,?,?,?), ...` with the owner and the creation time written into the statement
 /// (an integer and a timestamp we format ourselves, in the text sqlx would bind). Anonymous
 /// `?` only: SQLite looks named or numbered parameters up by a linear scan, which makes
 /// binding a statement with thousands of them quadratic.
 fn sqlite_insert_sql(
     n: usize,
-    owner_id: i64,
-    created_at: &DateTime<Utc>,
+    target: &Target,
     upsert: Upsert,
     returning: bool,
     cache: &mut Option<String>,
@@ -202,7 +202,10 @@ fn sqlite_insert_sql(
     if cacheable && let Some(sql) = cache {
         return sql.clone();
     }
-    let created = created_at.to_rfc3339_opts(SecondsFormat::AutoSi, false);
+    let owner_id = target.owner_id;
+    let created = target
+        .created_at
+        .to_rfc3339_opts(SecondsFormat::AutoSi, false);
     let mut sql = String::with_capacity(INSERT_INTO.len() + n * 60 + 200);
     sql.push_str(INSERT_INTO);
     sql.push_str(" VALUES ");
@@ -210,9 +213,9 @@ fn sqlite_insert_sql(
         if i > 0 {
             sql.push(',');
         }
-        sql.push_str(&format!("({owner_id},?,?,?,?,'{created}')"));
+        sql.push_str(&format!("({owner_id},?,?,?,?,?,?,'{created}')"));
     }
-    sql.push_str(&on_conflict_sql(upsert, returning));
+    sql.push_str(&on_conflict_sql(upsert, returning, target.columns));
     if cacheable {
         *cache = Some(sql.clone());
     }
@@ -222,18 +225,20 @@ fn sqlite_insert_sql(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::{DateTime, Utc};
 
     #[test]
     fn sqlite_statement_has_anonymous_parameters() {
-        let t = "2026-01-02T03:04:05.123456Z"
+        let mut target = Target::new(7, OnConflict::Skip, Columns::default(), 0);
+        target.created_at = "2026-01-02T03:04:05.123456Z"
             .parse::<DateTime<Utc>>()
             .unwrap();
-        let sql = sqlite_insert_sql(2, 7, &t, Upsert::Nothing, false, &mut None);
-        let v = "(7,?,?,?,?,'2026-01-02T03:04:05.123456+00:00')";
+        let sql = sqlite_insert_sql(2, &target, Upsert::Nothing, false, &mut None);
+        let v = "(7,?,?,?,?,?,?,'2026-01-02T03:04:05.123456+00:00')";
         assert!(
             sql.contains(&format!("VALUES {v},{v} ON CONFLICT")),
             "{sql}"
         );
-        const { assert!(4 * BATCH <= 32766) };
+        const { assert!(6 * BATCH <= 32766) };
     }
 }
