@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_mailctl_global_optspecs
-    string join \n database-url= smtp-url= smtp-ca-file= smtp-timeout= send-lease= retry-delay= from= bounce-address= base-url= redis-url= session-file= format= h/help V/version
+    string join \n database-url= smtp-url= smtp-ca-file= smtp-timeout= send-lease= retry-delay= from= bounce-address= base-url= redis-url= session-file= format= bom h/help V/version
 end
 
 function __fish_mailctl_needs_command
@@ -38,6 +38,7 @@ complete -c mailctl -n "__fish_mailctl_needs_command" -l session-file -d 'Sessio
 complete -c mailctl -n "__fish_mailctl_needs_command" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_needs_command" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_needs_command" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_needs_command" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_needs_command" -f -a "migrate" -d 'Apply database migrations (also done automatically on first use)'
@@ -74,6 +75,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand migrate" -l session-file
 complete -c mailctl -n "__fish_mailctl_using_subcommand migrate" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand migrate" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand migrate" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand migrate" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand csu" -l email -d 'Email address (the login)' -r
@@ -92,6 +94,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand csu" -l format -d 'Outpu
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand csu" -l password-stdin -d 'Read the password from standard input (one line) instead of prompting'
+complete -c mailctl -n "__fish_mailctl_using_subcommand csu" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand csu" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand csu" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand create-user" -l email -d 'Email address (the login)' -r
@@ -110,6 +113,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand create-user" -l format -
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand create-user" -l password-stdin -d 'Read the password from standard input (one line) instead of prompting'
+complete -c mailctl -n "__fish_mailctl_using_subcommand create-user" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand create-user" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand create-user" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand create-manager" -l email -d 'Email address (the login)' -r
@@ -128,6 +132,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand create-manager" -l forma
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand create-manager" -l password-stdin -d 'Read the password from standard input (one line) instead of prompting'
+complete -c mailctl -n "__fish_mailctl_using_subcommand create-manager" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand create-manager" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand create-manager" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand register" -l email -d 'Email address (the login)' -r
@@ -146,6 +151,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand register" -l format -d '
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand register" -l password-stdin -d 'Read the password from standard input (one line) instead of prompting'
+complete -c mailctl -n "__fish_mailctl_using_subcommand register" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand register" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand register" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand login" -l email -d 'Email address' -r
@@ -164,6 +170,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand login" -l format -d 'Out
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand login" -l password-stdin -d 'Read the password from standard input (one line)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand login" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand login" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand login" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand logout" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
@@ -180,6 +187,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand logout" -l session-file 
 complete -c mailctl -n "__fish_mailctl_using_subcommand logout" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand logout" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand logout" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand logout" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand whoami" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
@@ -196,6 +204,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand whoami" -l session-file 
 complete -c mailctl -n "__fish_mailctl_using_subcommand whoami" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand whoami" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand whoami" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand whoami" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and not __fish_seen_subcommand_from reset change help" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
@@ -212,12 +221,13 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand password; and not __fish
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and not __fish_seen_subcommand_from reset change help" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and not __fish_seen_subcommand_from reset change help" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and not __fish_seen_subcommand_from reset change help" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and not __fish_seen_subcommand_from reset change help" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and not __fish_seen_subcommand_from reset change help" -f -a "reset" -d 'Email a password reset link (the same reply whether or not the account exists)'
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and not __fish_seen_subcommand_from reset change help" -f -a "change" -d 'Change the password of the logged-in account (old, then new)'
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and not __fish_seen_subcommand_from reset change help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from reset" -l email -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from reset" -l email -d 'Email address of the account' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from reset" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from reset" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from reset" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
@@ -232,6 +242,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_see
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from reset" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from reset" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from reset" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from reset" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from change" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
@@ -249,6 +260,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_see
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from change" -l password-stdin -d 'Read the old and the new password from standard input, one per line'
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from change" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from change" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from change" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from help" -f -a "reset" -d 'Email a password reset link (the same reply whether or not the account exists)'
@@ -268,6 +280,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_se
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock unlock help" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock unlock help" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock unlock help" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock unlock help" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock unlock help" -f -a "list" -d 'List accounts'
@@ -289,6 +302,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_s
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from list" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from list" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from block" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
@@ -305,6 +319,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_s
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from block" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from block" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from block" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from block" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unblock" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
@@ -321,6 +336,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_s
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unblock" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unblock" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unblock" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unblock" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unlock" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
@@ -337,6 +353,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_s
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unlock" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unlock" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unlock" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unlock" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from help" -f -a "list" -d 'List accounts'
@@ -359,6 +376,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand serve" -l session-file -
 complete -c mailctl -n "__fish_mailctl_using_subcommand serve" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand serve" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand serve" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand serve" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_seen_subcommand_from add list show edit delete import export help" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
@@ -375,6 +393,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_seen_subcommand_from add list show edit delete import export help" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_seen_subcommand_from add list show edit delete import export help" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_seen_subcommand_from add list show edit delete import export help" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_seen_subcommand_from add list show edit delete import export help" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_seen_subcommand_from add list show edit delete import export help" -f -a "add" -d 'Add a client'
@@ -385,9 +404,9 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_seen_subcommand_from add list show edit delete import export help" -f -a "import" -d 'Import clients from CSV (header row: email, full_name|name, comment)'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_seen_subcommand_from add list show edit delete import export help" -f -a "export" -d 'Export clients as CSV (default) or JSON, in the import\'s column names'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_seen_subcommand_from add list show edit delete import export help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -l email -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -l email -d 'Email address (unique among your clients, case-insensitively)' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -l name -d 'Full name' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -l comment -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -l comment -d 'Free-text note' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
@@ -402,6 +421,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from list" -l search -d 'Only clients whose email, name or comment contains this text' -r
@@ -419,6 +439,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from list" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from list" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from show" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
@@ -435,11 +456,12 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from show" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from show" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from show" -s V -l version -d 'Print version'
-complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -l email -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -l name -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -l comment -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -l email -d 'New email address' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -l name -d 'New full name' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -l comment -d 'New note' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
@@ -454,6 +476,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from delete" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
@@ -471,6 +494,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from delete" -s y -l yes -d 'Do not ask for confirmation'
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from delete" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from delete" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from delete" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from import" -l on-conflict -d 'What to do with an email the owner already has (or that repeats in the file)' -r -f -a "skip\t''
@@ -493,6 +517,7 @@ json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from import" -l dry-run -d 'Validate and count without writing'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from import" -l skip-invalid -d 'Import the good rows and report the bad ones instead of failing'
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from import" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from import" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from import" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from export" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
@@ -509,6 +534,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from export" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from export" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from export" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from export" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from help" -f -a "add" -d 'Add a client'
@@ -533,6 +559,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and not __fish
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and not __fish_seen_subcommand_from add list show edit delete help" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and not __fish_seen_subcommand_from add list show edit delete help" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and not __fish_seen_subcommand_from add list show edit delete help" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and not __fish_seen_subcommand_from add list show edit delete help" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and not __fish_seen_subcommand_from add list show edit delete help" -f -a "add" -d 'Add a message'
@@ -541,7 +568,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and not __fish
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and not __fish_seen_subcommand_from add list show edit delete help" -f -a "edit" -d 'Change a message'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and not __fish_seen_subcommand_from add list show edit delete help" -f -a "delete" -d 'Delete messages'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and not __fish_seen_subcommand_from add list show edit delete help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from add" -l subject -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from add" -l subject -d 'Subject line (may use {{full_name}}, {{email}})' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from add" -l body -d 'Plain-text body' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from add" -l body-file -d 'Read the plain-text body from a file' -r -F
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from add" -l html-file -d 'Optional HTML alternative, read from a file' -r -F
@@ -559,6 +586,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_see
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from add" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from add" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from add" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from list" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
@@ -575,6 +603,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_see
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from list" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from list" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from show" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
@@ -591,12 +620,13 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_see
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from show" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from show" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from show" -s V -l version -d 'Print version'
-complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l subject -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l body -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l body-file -r -F
-complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l html-file -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l subject -d 'New subject line' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l body -d 'New plain-text body' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l body-file -d 'Read the new plain-text body from a file' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l html-file -d 'Read a new HTML alternative from a file' -r -F
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
@@ -612,6 +642,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_see
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l no-html -d 'Remove the HTML alternative'
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from delete" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
@@ -628,8 +659,9 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_see
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from delete" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
-complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from delete" -s y -l yes
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from delete" -s y -l yes -d 'Do not ask for confirmation'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from delete" -l force -d 'Also delete the mailings that use the message'
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from delete" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from delete" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from delete" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from help" -f -a "add" -d 'Add a message'
@@ -652,6 +684,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -f -a "add" -d 'Add a mailing'
@@ -665,7 +698,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -f -a "enable" -d 'Allow a disabled mailing to be sent again (managers and administrators)'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -f -a "send" -d 'Send one mailing now, outside the cron (owner or administrator)'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit delete add-clients remove-clients disable enable send help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l message -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l message -d 'Id of the message to send' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l start -d 'Start (RFC 3339; UTC when no offset; or `now`)' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l end -d 'End (RFC 3339), after the start' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l client -d 'A recipient (repeatable)' -r
@@ -684,9 +717,10 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_see
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l all-clients -d 'Every client of the owner'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -s V -l version -d 'Print version'
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from list" -l status -r -f -a "created\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from list" -l status -d 'Only mailings with this status' -r -f -a "created\t''
 active\t''
 completed\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from list" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
@@ -703,6 +737,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_see
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from list" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from list" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from show" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
@@ -719,11 +754,12 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_see
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from show" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from show" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from show" -s V -l version -d 'Print version'
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -l message -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -l start -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -l end -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -l message -d 'Id of the message to send instead' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -l start -d 'New start (same forms as `add --start`)' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -l end -d 'New end, after the start' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
@@ -738,6 +774,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_see
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from delete" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
@@ -754,7 +791,9 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_see
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from delete" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from delete" -s y -l yes
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from delete" -s y -l yes -d 'Do not ask for confirmation'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from delete" -l purge-history -d 'Also delete the mailings\' send attempts and statistics (needed when they have any)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from delete" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from delete" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from delete" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add-clients" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
@@ -771,6 +810,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_see
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add-clients" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add-clients" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add-clients" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add-clients" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from remove-clients" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
@@ -787,6 +827,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_see
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from remove-clients" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from remove-clients" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from remove-clients" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from remove-clients" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from disable" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
@@ -803,6 +844,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_see
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from disable" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from disable" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from disable" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from disable" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from enable" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
@@ -819,6 +861,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_see
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from enable" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from enable" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from enable" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from enable" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -l concurrency -d 'Letters in flight at once (SMTP connections in the pool), 1-1024' -r
@@ -839,6 +882,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_see
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -l dry-run -d 'Show what would be sent without sending'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from help" -f -a "add" -d 'Add a mailing'
@@ -866,13 +910,15 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and not __fish
 complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and not __fish_seen_subcommand_from list help" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and not __fish_seen_subcommand_from list help" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and not __fish_seen_subcommand_from list help" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and not __fish_seen_subcommand_from list help" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and not __fish_seen_subcommand_from list help" -f -a "list" -d 'List send attempts (streamed)'
 complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and not __fish_seen_subcommand_from list help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -l mailing -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -l status -r -f -a "success\t''
-failure\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -l mailing -d 'Only attempts of this mailing' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -l status -d 'Only attempts with this outcome' -r -f -a "success\t'Accepted by the server (2xx)'
+failure\t'Refused for good (5xx): final'
+deferred\t'Refused for now (4xx or no answer): tried again later'"
 complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -l since -d 'Only attempts at or after this time (RFC 3339)' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -l until -d 'Only attempts before this time (RFC 3339)' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
@@ -889,7 +935,8 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_see
 complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
-complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from help" -f -a "list" -d 'List send attempts (streamed)'
 complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -911,6 +958,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -l format -d '
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -l dry-run -d 'Show what would be sent without sending'
+complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l by -d 'Group the figures (default: one overall row)' -r -f -a "mailing\t''
@@ -935,6 +983,7 @@ json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l no-cache -d 'Read from the database, bypassing the Redis cache'
 complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l rebuild -d 'Recompute the counters from the attempts table (administrator; after a bulk load)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand completions" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
@@ -951,6 +1000,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand completions" -l session-
 complete -c mailctl -n "__fish_mailctl_using_subcommand completions" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand completions" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand completions" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand doctor" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
@@ -967,6 +1017,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand doctor" -l session-file 
 complete -c mailctl -n "__fish_mailctl_using_subcommand doctor" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand doctor" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand doctor" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand doctor" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand help; and not __fish_seen_subcommand_from migrate csu create-user create-manager register login logout whoami password users serve clients messages mailings attempts send-due stats completions doctor help" -f -a "migrate" -d 'Apply database migrations (also done automatically on first use)'

@@ -135,6 +135,10 @@ pub struct Settings {
         hide_env_values = true
     )]
     pub format: Option<Format>,
+
+    /// With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8
+    #[arg(long, global = true)]
+    pub bom: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -240,6 +244,7 @@ pub enum PasswordCmd {
     /// Email a password reset link (the same reply whether or not the account exists)
     #[command(after_help = "Example:\n  mailctl password reset --email ann@example.com")]
     Reset {
+        /// Email address of the account
         #[arg(long)]
         email: String,
     },
@@ -260,14 +265,29 @@ pub enum UsersCmd {
     #[command(after_help = "Example:\n  mailctl users list --format csv")]
     List,
     /// Block an account: no login, sessions end, mailings stop
-    #[command(after_help = "Example:\n  mailctl users block spammer@example.com")]
-    Block { email: String },
+    #[command(
+        after_help = "Examples:\n  mailctl users block spammer@example.com\n  mailctl users block 7"
+    )]
+    Block {
+        /// The account: its id (as `users list` shows it) or its email
+        #[arg(value_name = "ID|EMAIL")]
+        account: String,
+    },
     /// Unblock an account
-    #[command(after_help = "Example:\n  mailctl users unblock ann@example.com")]
-    Unblock { email: String },
+    #[command(
+        after_help = "Examples:\n  mailctl users unblock ann@example.com\n  mailctl users unblock 7"
+    )]
+    Unblock {
+        /// The account: its id (as `users list` shows it) or its email
+        #[arg(value_name = "ID|EMAIL")]
+        account: String,
+    },
     /// Clear an account's login-throttle lock (administrators only)
     #[command(after_help = "Example:\n  mailctl users unlock admin@example.com")]
-    Unlock { email: String },
+    Unlock {
+        /// The account's email
+        email: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -291,11 +311,13 @@ pub enum ClientsCmd {
         after_help = "Example:\n  mailctl clients add --email ivan@example.com --name 'Иван Петров' --comment VIP"
     )]
     Add {
+        /// Email address (unique among your clients, case-insensitively)
         #[arg(long)]
         email: String,
         /// Full name
         #[arg(long)]
         name: Option<String>,
+        /// Free-text note
         #[arg(long)]
         comment: Option<String>,
     },
@@ -308,21 +330,29 @@ pub enum ClientsCmd {
     },
     /// Show one client
     #[command(after_help = "Example:\n  mailctl clients show 12")]
-    Show { id: i64 },
+    Show {
+        /// Client id
+        id: i64,
+    },
     /// Change a client
     #[command(after_help = "Example:\n  mailctl clients edit 12 --comment 'left the company'")]
     Edit {
+        /// Client id
         id: i64,
+        /// New email address
         #[arg(long)]
         email: Option<String>,
+        /// New full name
         #[arg(long)]
         name: Option<String>,
+        /// New note
         #[arg(long)]
         comment: Option<String>,
     },
     /// Delete clients
     #[command(after_help = "Example:\n  mailctl clients delete 12 13 --yes")]
     Delete {
+        /// Client ids
         #[arg(required = true)]
         ids: Vec<i64>,
         /// Do not ask for confirmation
@@ -364,6 +394,7 @@ pub enum MessagesCmd {
         after_help = "Example:\n  mailctl messages add --subject 'Hello {{full_name}}' --body-file body.txt --html-file body.html"
     )]
     Add {
+        /// Subject line (may use {{full_name}}, {{email}})
         #[arg(long)]
         subject: String,
         /// Plain-text body
@@ -385,17 +416,25 @@ pub enum MessagesCmd {
     List,
     /// Show one message
     #[command(after_help = "Example:\n  mailctl messages show 3")]
-    Show { id: i64 },
+    Show {
+        /// Message id
+        id: i64,
+    },
     /// Change a message
     #[command(after_help = "Example:\n  mailctl messages edit 3 --subject 'New subject'")]
     Edit {
+        /// Message id
         id: i64,
+        /// New subject line
         #[arg(long)]
         subject: Option<String>,
+        /// New plain-text body
         #[arg(long, conflicts_with = "body_file")]
         body: Option<String>,
+        /// Read the new plain-text body from a file
         #[arg(long)]
         body_file: Option<PathBuf>,
+        /// Read a new HTML alternative from a file
         #[arg(long, conflicts_with = "no_html")]
         html_file: Option<PathBuf>,
         /// Remove the HTML alternative
@@ -405,8 +444,10 @@ pub enum MessagesCmd {
     /// Delete messages
     #[command(after_help = "Example:\n  mailctl messages delete 3 --yes --force")]
     Delete {
+        /// Message ids
         #[arg(required = true)]
         ids: Vec<i64>,
+        /// Do not ask for confirmation
         #[arg(long, short)]
         yes: bool,
         /// Also delete the mailings that use the message
@@ -429,6 +470,7 @@ pub enum MailingsCmd {
         after_help = "Example:\n  mailctl mailings add --message 3 --start 2026-12-01T09:00:00Z --end 2026-12-02T09:00:00Z --all-clients"
     )]
     Add {
+        /// Id of the message to send
         #[arg(long)]
         message: i64,
         /// Start (RFC 3339; UTC when no offset; or `now`)
@@ -447,54 +489,80 @@ pub enum MailingsCmd {
     /// List mailings
     #[command(after_help = "Example:\n  mailctl mailings list --status active")]
     List {
+        /// Only mailings with this status
         #[arg(long, value_enum)]
         status: Option<MailingStatus>,
     },
     /// Show one mailing
     #[command(after_help = "Example:\n  mailctl mailings show 7 --format json")]
-    Show { id: i64 },
+    Show {
+        /// Mailing id
+        id: i64,
+    },
     /// Change a mailing
     #[command(after_help = "Example:\n  mailctl mailings edit 7 --end 2026-12-03T09:00:00Z")]
     Edit {
+        /// Mailing id
         id: i64,
+        /// Id of the message to send instead
         #[arg(long)]
         message: Option<i64>,
+        /// New start (same forms as `add --start`)
         #[arg(long)]
         start: Option<String>,
+        /// New end, after the start
         #[arg(long)]
         end: Option<String>,
     },
     /// Delete mailings
-    #[command(after_help = "Example:\n  mailctl mailings delete 7 --yes")]
+    #[command(
+        after_help = "Example:\n  mailctl mailings delete 7 --yes --purge-history\n\nA mailing that has send attempts keeps them (and its statistics) unless\n--purge-history is given; without it such a delete is refused (exit 5)."
+    )]
     Delete {
+        /// Mailing ids
         #[arg(required = true)]
         ids: Vec<i64>,
+        /// Do not ask for confirmation
         #[arg(long, short)]
         yes: bool,
+        /// Also delete the mailings' send attempts and statistics (needed when they have any)
+        #[arg(long)]
+        purge_history: bool,
     },
     /// Add recipients to a mailing
     #[command(after_help = "Example:\n  mailctl mailings add-clients 7 12 13")]
     AddClients {
+        /// Mailing id
         id: i64,
+        /// Client ids to add
         #[arg(required = true)]
         client_ids: Vec<i64>,
     },
     /// Remove recipients from a mailing
     #[command(after_help = "Example:\n  mailctl mailings remove-clients 7 13")]
     RemoveClients {
+        /// Mailing id
         id: i64,
+        /// Client ids to remove
         #[arg(required = true)]
         client_ids: Vec<i64>,
     },
     /// Stop a mailing from being sent (managers and administrators)
     #[command(after_help = "Example:\n  mailctl mailings disable 7")]
-    Disable { id: i64 },
+    Disable {
+        /// Mailing id
+        id: i64,
+    },
     /// Allow a disabled mailing to be sent again (managers and administrators)
     #[command(after_help = "Example:\n  mailctl mailings enable 7")]
-    Enable { id: i64 },
+    Enable {
+        /// Mailing id
+        id: i64,
+    },
     /// Send one mailing now, outside the cron (owner or administrator)
     #[command(after_help = "Example:\n  mailctl mailings send 7 --concurrency 16")]
     Send {
+        /// Mailing id
         id: i64,
         #[command(flatten)]
         opts: SendOpts,
@@ -503,8 +571,12 @@ pub enum MailingsCmd {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum AttemptStatus {
+    /// Accepted by the server (2xx)
     Success,
+    /// Refused for good (5xx): final
     Failure,
+    /// Refused for now (4xx or no answer): tried again later
+    Deferred,
 }
 
 #[derive(Debug, Subcommand)]
@@ -514,8 +586,10 @@ pub enum AttemptsCmd {
         after_help = "Example:\n  mailctl attempts list --mailing 7 --status failure --format csv"
     )]
     List {
+        /// Only attempts of this mailing
         #[arg(long)]
         mailing: Option<i64>,
+        /// Only attempts with this outcome
         #[arg(long, value_enum)]
         status: Option<AttemptStatus>,
         /// Only attempts at or after this time (RFC 3339)
@@ -592,6 +666,7 @@ pub struct StatsArgs {
 
 #[derive(Debug, Args)]
 pub struct CompletionsArgs {
+    /// The shell to print the script for
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
 }

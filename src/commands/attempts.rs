@@ -28,6 +28,7 @@ pub async fn run(ctx: &Ctx, cmd: AttemptsCmd) -> Result<()> {
         status: status.map(|s| match s {
             AttemptStatus::Success => "success",
             AttemptStatus::Failure => "failure",
+            AttemptStatus::Deferred => "deferred",
         }),
         since: since.map(|s| validate::datetime("since", &s)).transpose()?,
         until: until.map(|s| validate::datetime("until", &s)).transpose()?,

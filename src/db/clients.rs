@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::accounts::email_key;
-use super::{Db, dialect, is_unique_violation, now};
+use super::{Db, is_unique_violation, now, search};
 use crate::auth::policy::Scope;
 use crate::error::{Error, Result};
 use crate::on_pool;
@@ -55,8 +55,8 @@ pub async fn add(
     comment: &str,
 ) -> Result<Client> {
     let sql = format!(
-        "INSERT INTO clients (owner_id, email, email_key, full_name, comment, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
+        "INSERT INTO clients (owner_id, email, email_key, full_name, comment, created_at, search_key) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}"
     );
     let res = on_pool!(db, p => sqlx::query_as::<_, Client>(&sql)
         .bind(owner_id)
@@ -65,6 +65,7 @@ pub async fn add(
         .bind(full_name)
         .bind(comment)
         .bind(now())
+        .bind(search::key(email, full_name, comment))
         .fetch_one(p)
         .await);
     res.map_err(|e| {
@@ -85,21 +86,47 @@ fn like_pattern(text: &str) -> String {
     format!("%{escaped}%")
 }
 
-pub async fn list(db: &Db, scope: Scope, search: Option<&str>) -> Result<Vec<Client>> {
-    let like = dialect::ilike(db);
+pub async fn list(db: &Db, scope: Scope, text: Option<&str>) -> Result<Vec<Client>> {
+    if text.is_some() {
+        fill_search_keys(db).await?;
+    }
+    // Both sides folded (db::search), so a plain LIKE compares them on either backend.
     let sql = format!(
         "SELECT {COLUMNS} FROM clients \
          WHERE ($1 IS NULL OR owner_id = $1) \
-           AND ($2 IS NULL OR email {like} $2 ESCAPE '\\' OR full_name {like} $2 ESCAPE '\\' \
-                OR comment {like} $2 ESCAPE '\\') \
+           AND ($2 IS NULL OR search_key LIKE $2 ESCAPE '\\') \
          ORDER BY id"
     );
-    let pattern = search.map(like_pattern);
+    let pattern = text.map(|t| like_pattern(&search::fold(t)));
     Ok(on_pool!(db, p => sqlx::query_as::<_, Client>(&sql)
         .bind(scope.owner())
         .bind(pattern.as_deref())
         .fetch_all(p)
         .await)?)
+}
+
+/// Rows written before migration 0015 (or by another tool) have no search key yet: fold
+/// them here, in batches, the first time someone searches. The partial index finds them.
+async fn fill_search_keys(db: &Db) -> Result<()> {
+    const SELECT: &str = "SELECT id, email, full_name, comment FROM clients \
+                          WHERE search_key IS NULL ORDER BY id LIMIT 1000";
+    const UPDATE: &str = "UPDATE clients SET search_key = $1 WHERE id = $2";
+    loop {
+        let rows: Vec<(i64, String, String, String)> =
+            on_pool!(db, p => sqlx::query_as(SELECT).fetch_all(p).await)?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        on_pool!(db, p => {
+            let mut tx = p.begin().await?;
+            for (id, email, name, comment) in &rows {
+                sqlx::query(UPDATE).bind(search::key(email, name, comment)).bind(id)
+                    .execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok::<_, Error>(())
+        })?;
+    }
 }
 
 pub async fn get(db: &Db, scope: Scope, id: i64) -> Result<Client> {
@@ -117,10 +144,19 @@ pub struct ClientChanges {
 }
 
 pub async fn update(db: &Db, scope: Scope, id: i64, ch: &ClientChanges) -> Result<Client> {
+    let c = update_fields(db, scope, id, ch).await?;
+    // The key follows the stored values (a NULL one is filled by the next search anyway).
+    let key = search::key(&c.email, &c.full_name, &c.comment);
+    on_pool!(db, p => sqlx::query("UPDATE clients SET search_key = $1 WHERE id = $2")
+        .bind(key).bind(c.id).execute(p).await.map(|_| ()))?;
+    Ok(c)
+}
+
+async fn update_fields(db: &Db, scope: Scope, id: i64, ch: &ClientChanges) -> Result<Client> {
     let sql = format!(
         "UPDATE clients SET \
            email = COALESCE($1, email), email_key = COALESCE($2, email_key), \
-           full_name = COALESCE($3, full_name), comment = COALESCE($4, comment) \
+           full_name = COALESCE($3, full_name), comment = COALESCE($4, comment), search_key = NULL \
          WHERE id = $5 AND ($6 IS NULL OR owner_id = $6) RETURNING {COLUMNS}"
     );
     let res = on_pool!(db, p => sqlx::query_as::<_, Client>(&sql)

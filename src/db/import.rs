@@ -39,6 +39,8 @@ pub struct NewClient {
     pub key: String,
     pub full_name: String,
     pub comment: String,
+    /// `db::search::key` of the row, for `clients list --search`.
+    pub search: String,
 }
 
 /// What to do when a row's email already belongs to a client of the owner.
@@ -196,14 +198,14 @@ enum Upsert {
 }
 
 const INSERT_INTO: &str =
-    "INSERT INTO clients (owner_id, email, email_key, full_name, comment, created_at)";
+    "INSERT INTO clients (owner_id, email, email_key, full_name, comment, created_at, search_key)";
 
 fn on_conflict_sql(upsert: Upsert, returning: bool) -> String {
     let action = match upsert {
         Upsert::Nothing => "DO NOTHING",
         Upsert::Update => {
             "DO UPDATE SET email = excluded.email, full_name = excluded.full_name, \
-             comment = excluded.comment"
+             comment = excluded.comment, search_key = excluded.search_key"
         }
     };
     let ret = if returning {
@@ -302,6 +304,7 @@ mod tests {
             key: key.into(),
             full_name: format!("n{line}"),
             comment: String::new(),
+            search: String::new(),
         }
     }
 

@@ -72,10 +72,9 @@ impl ClientImport for PgImport {
 /// The temporary table of the staged rows; dropped with the transaction (commit or rollback).
 const CREATE_STAGE: &str = "CREATE TEMPORARY TABLE import_rows \
      (line BIGINT NOT NULL, email TEXT NOT NULL, email_key TEXT NOT NULL, \
-      full_name TEXT NOT NULL, comment TEXT NOT NULL) ON COMMIT DROP";
-const COPY_STAGE: &str =
-    "COPY import_rows (line, email, email_key, full_name, comment) FROM STDIN (FORMAT binary)";
-const COPY_DIRECT: &str = "COPY clients (owner_id, email, email_key, full_name, comment, created_at) \
+      full_name TEXT NOT NULL, comment TEXT NOT NULL, search_key TEXT NOT NULL) ON COMMIT DROP";
+const COPY_STAGE: &str = "COPY import_rows (line, email, email_key, full_name, comment, search_key) FROM STDIN (FORMAT binary)";
+const COPY_DIRECT: &str = "COPY clients (owner_id, email, email_key, full_name, comment, created_at, search_key) \
      FROM STDIN (FORMAT binary)";
 /// PostgreSQL's unique_violation.
 const UNIQUE_VIOLATION: &str = "23505";
@@ -91,12 +90,13 @@ impl PgImport {
             buf.clear();
             buf.extend_from_slice(BINARY_HEADER);
             for r in &rows {
-                buf.extend_from_slice(&6i16.to_be_bytes());
+                buf.extend_from_slice(&7i16.to_be_bytes());
                 binary_field(&mut buf, &owner.to_be_bytes());
                 for text in [&r.email, &r.key, &r.full_name, &r.comment] {
                     binary_field(&mut buf, text.as_bytes());
                 }
                 binary_field(&mut buf, &created.to_be_bytes());
+                binary_field(&mut buf, r.search.as_bytes());
             }
             buf.extend_from_slice(&(-1i16).to_be_bytes());
             let tx = &mut self.tx;
@@ -128,9 +128,9 @@ impl PgImport {
         buf.clear();
         buf.extend_from_slice(BINARY_HEADER);
         for r in &rows {
-            buf.extend_from_slice(&5i16.to_be_bytes());
+            buf.extend_from_slice(&6i16.to_be_bytes());
             binary_field(&mut buf, &(r.line as i64).to_be_bytes());
-            for text in [&r.email, &r.key, &r.full_name, &r.comment] {
+            for text in [&r.email, &r.key, &r.full_name, &r.comment, &r.search] {
                 binary_field(&mut buf, text.as_bytes());
             }
         }
@@ -168,7 +168,7 @@ impl PgImport {
             OnConflict::Skip => {
                 // In file order, so the first occurrence of a key is the one inserted.
                 let sql = format!(
-                    "{INSERT_INTO} SELECT $1, email, email_key, full_name, comment, $2 \
+                    "{INSERT_INTO} SELECT $1, email, email_key, full_name, comment, $2, search_key \
                      FROM import_rows ORDER BY line{}",
                     on_conflict_sql(Upsert::Nothing, false)
                 );
@@ -185,7 +185,7 @@ impl PgImport {
                 // One statement must not touch a row twice: the last occurrence of each key,
                 // which is what applying the rows in order gives. `xmax = 0`: a new row.
                 let sql = format!(
-                    "WITH done AS ({INSERT_INTO} SELECT $1, email, email_key, full_name, comment, $2 \
+                    "WITH done AS ({INSERT_INTO} SELECT $1, email, email_key, full_name, comment, $2, search_key \
                      FROM (SELECT DISTINCT ON (email_key COLLATE \"C\") * FROM import_rows \
                            ORDER BY email_key COLLATE \"C\", line DESC) last \
                      ORDER BY line{} RETURNING (xmax = 0) AS fresh) \
@@ -205,7 +205,7 @@ impl PgImport {
                     .execute(&mut **tx)
                     .await?;
                 let sql = format!(
-                    "{INSERT_INTO} SELECT $1, email, email_key, full_name, comment, $2 \
+                    "{INSERT_INTO} SELECT $1, email, email_key, full_name, comment, $2, search_key \
                      FROM import_rows ORDER BY line{}",
                     on_conflict_sql(Upsert::Nothing, false)
                 );
