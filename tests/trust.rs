@@ -229,7 +229,7 @@ fn users_block_by_id_or_email(env: &Env) {
         .as_array()
         .unwrap()
         .iter()
-        .find(|u| u["id"].to_string() == id)
+        .find(|u| u["id"].as_i64().map(|v| v.to_string()).as_deref() == Some(id.as_str()))
         .unwrap()
         .clone();
     assert_eq!(row["blocked"], true);

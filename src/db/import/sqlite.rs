@@ -254,6 +254,6 @@ mod tests {
             "{sql}"
         );
         const { assert!(5 * ROWS_PER_STATEMENT <= 32766) };
-        const { assert!(BATCH % ROWS_PER_STATEMENT == 0) };
+        const { assert!(BATCH.is_multiple_of(ROWS_PER_STATEMENT)) };
     }
 }
