@@ -566,7 +566,7 @@ _mailctl() {
 
     case "${cmd}" in
         mailctl)
-            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version migrate csu create-user create-manager register login logout whoami password users serve clients tags messages mailings attempts bounces suppressions send-due stats completions doctor help"
+            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version migrate csu create-user create-manager register login logout whoami password users serve clients tags messages mailings attempts bounces suppressions send-due stats completions doctor help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -628,7 +628,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__attempts)
-            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version list help"
+            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version list help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -732,7 +732,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__attempts__subcmd__list)
-            opts="-h -V --mailing --status --since --until --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --mailing --status --since --until --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -743,7 +743,7 @@ _mailctl() {
                     return 0
                     ;;
                 --status)
-                    COMPREPLY=($(compgen -W "success failure bounced complained" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "success failure deferred bounced complained" -- "${cur}"))
                     return 0
                     ;;
                 --since)
@@ -810,7 +810,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__bounces)
-            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version import help"
+            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version import help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -914,7 +914,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__bounces__subcmd__import)
-            opts="-h -V --delete --rejects --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --delete --rejects --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -980,7 +980,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__clients)
-            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version add list show edit delete import export help"
+            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version add list show edit delete import export help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1042,7 +1042,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__clients__subcmd__add)
-            opts="-h -V --email --name --comment --tag --field --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --email --name --comment --tag --field --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1124,7 +1124,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__clients__subcmd__delete)
-            opts="-y -h -V --yes --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-y -h -V --yes --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1186,7 +1186,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__clients__subcmd__edit)
-            opts="-h -V --email --name --comment --tag --untag --field --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --email --name --comment --tag --untag --field --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1272,7 +1272,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__clients__subcmd__export)
-            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1460,7 +1460,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__clients__subcmd__import)
-            opts="-h -V --on-conflict --dry-run --skip-invalid --rejects --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --on-conflict --dry-run --skip-invalid --rejects --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1530,7 +1530,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__clients__subcmd__list)
-            opts="-h -V --search --tag --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --search --tag --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1600,7 +1600,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__clients__subcmd__show)
-            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1662,7 +1662,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__completions)
-            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version bash elvish fish powershell zsh"
+            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1724,7 +1724,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__create__subcmd__manager)
-            opts="-h -V --email --password-stdin --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --email --password-stdin --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1790,7 +1790,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__create__subcmd__user)
-            opts="-h -V --email --password-stdin --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --email --password-stdin --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1856,7 +1856,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__csu)
-            opts="-h -V --email --password-stdin --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --email --password-stdin --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1922,7 +1922,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__doctor)
-            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2866,7 +2866,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__login)
-            opts="-h -V --email --password-stdin --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --email --password-stdin --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2932,7 +2932,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__logout)
-            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2994,7 +2994,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__mailings)
-            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version add list show edit preview test delete add-clients remove-clients recipients disable enable send help"
+            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version add list show edit preview test delete add-clients remove-clients recipients disable enable send help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -3056,7 +3056,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__mailings__subcmd__add)
-            opts="-h -V --message --start --end --client --all-clients --tag --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --message --start --end --client --all-clients --tag --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -3138,7 +3138,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__mailings__subcmd__add__subcmd__clients)
-            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -3200,7 +3200,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__mailings__subcmd__delete)
-            opts="-y -h -V --yes --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-y -h -V --yes --purge-history --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -3262,7 +3262,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__mailings__subcmd__disable)
-            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -3324,7 +3324,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__mailings__subcmd__edit)
-            opts="-h -V --message --start --end --all-clients --tag --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --message --start --end --all-clients --tag --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -3402,7 +3402,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__mailings__subcmd__enable)
-            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -3674,7 +3674,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__mailings__subcmd__list)
-            opts="-h -V --status --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --status --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -3740,7 +3740,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__mailings__subcmd__preview)
-            opts="-h -V --client --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --client --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -3806,7 +3806,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__mailings__subcmd__recipients)
-            opts="-h -V --state --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --state --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -3872,7 +3872,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__mailings__subcmd__remove__subcmd__clients)
-            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -3934,7 +3934,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__mailings__subcmd__send)
-            opts="-h -V --concurrency --rate --limit --dry-run --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --concurrency --rate --limit --dry-run --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -4008,7 +4008,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__mailings__subcmd__show)
-            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -4070,7 +4070,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__mailings__subcmd__test)
-            opts="-h -V --to --client --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --to --client --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -4140,7 +4140,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__messages)
-            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version add list show edit preview delete help"
+            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version add list show edit preview delete help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -4202,7 +4202,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__messages__subcmd__add)
-            opts="-h -V --subject --body --body-file --html-file --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --subject --body --body-file --html-file --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -4280,7 +4280,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__messages__subcmd__delete)
-            opts="-y -h -V --yes --force --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-y -h -V --yes --force --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -4342,7 +4342,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__messages__subcmd__edit)
-            opts="-h -V --subject --body --body-file --html-file --no-html --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --subject --body --body-file --html-file --no-html --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -4532,7 +4532,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__messages__subcmd__list)
-            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -4594,7 +4594,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__messages__subcmd__preview)
-            opts="-h -V --client --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --client --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -4660,7 +4660,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__messages__subcmd__show)
-            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -4722,7 +4722,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__migrate)
-            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -4784,7 +4784,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__password)
-            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version reset change help"
+            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version reset change help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -4846,7 +4846,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__password__subcmd__change)
-            opts="-h -V --password-stdin --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --password-stdin --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -4964,7 +4964,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__password__subcmd__reset)
-            opts="-h -V --email --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --email --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -5030,7 +5030,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__register)
-            opts="-h -V --email --password-stdin --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --email --password-stdin --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -5096,7 +5096,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__send__subcmd__due)
-            opts="-h -V --concurrency --rate --limit --dry-run --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --concurrency --rate --limit --dry-run --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -5170,7 +5170,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__serve)
-            opts="-h -V --bind --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --bind --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -5236,7 +5236,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__stats)
-            opts="-h -V --by --mailing --since --until --no-cache --rebuild --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --by --mailing --since --until --no-cache --rebuild --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -5314,7 +5314,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__suppressions)
-            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version list add remove import help"
+            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version list add remove import help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -5376,7 +5376,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__suppressions__subcmd__add)
-            opts="-h -V --owner --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --owner --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -5526,7 +5526,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__suppressions__subcmd__import)
-            opts="-h -V --owner --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --owner --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -5592,7 +5592,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__suppressions__subcmd__list)
-            opts="-h -V --owner --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --owner --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -5658,7 +5658,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__suppressions__subcmd__remove)
-            opts="-h -V --owner --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --owner --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -5724,7 +5724,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__tags)
-            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version list help"
+            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version list help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -5828,7 +5828,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__tags__subcmd__list)
-            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -5890,7 +5890,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__users)
-            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version list block unblock unlock help"
+            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version list block unblock unlock help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -5952,7 +5952,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__users__subcmd__block)
-            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -6098,7 +6098,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__users__subcmd__list)
-            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -6160,7 +6160,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__users__subcmd__unblock)
-            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -6222,7 +6222,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__users__subcmd__unlock)
-            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -6284,7 +6284,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__whoami)
-            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --help --version"
+            opts="-h -V --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

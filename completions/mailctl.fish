@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_mailctl_global_optspecs
-    string join \n database-url= smtp-url= smtp-ca-file= smtp-timeout= send-lease= retry-delay= from= bounce-address= base-url= redis-url= session-file= format= h/help V/version
+    string join \n database-url= smtp-url= smtp-ca-file= smtp-timeout= send-lease= retry-delay= from= bounce-address= base-url= redis-url= session-file= format= bom h/help V/version
 end
 
 function __fish_mailctl_needs_command
@@ -38,6 +38,7 @@ complete -c mailctl -n "__fish_mailctl_needs_command" -l session-file -d 'Sessio
 complete -c mailctl -n "__fish_mailctl_needs_command" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_needs_command" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_needs_command" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_needs_command" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_needs_command" -f -a "migrate" -d 'Apply database migrations (also done automatically on first use)'
@@ -77,6 +78,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand migrate" -l session-file
 complete -c mailctl -n "__fish_mailctl_using_subcommand migrate" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand migrate" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand migrate" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand migrate" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand csu" -l email -d 'Email address (the login)' -r
@@ -95,6 +97,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand csu" -l format -d 'Outpu
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand csu" -l password-stdin -d 'Read the password from standard input (one line) instead of prompting'
+complete -c mailctl -n "__fish_mailctl_using_subcommand csu" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand csu" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand csu" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand create-user" -l email -d 'Email address (the login)' -r
@@ -113,6 +116,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand create-user" -l format -
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand create-user" -l password-stdin -d 'Read the password from standard input (one line) instead of prompting'
+complete -c mailctl -n "__fish_mailctl_using_subcommand create-user" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand create-user" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand create-user" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand create-manager" -l email -d 'Email address (the login)' -r
@@ -131,6 +135,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand create-manager" -l forma
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand create-manager" -l password-stdin -d 'Read the password from standard input (one line) instead of prompting'
+complete -c mailctl -n "__fish_mailctl_using_subcommand create-manager" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand create-manager" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand create-manager" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand register" -l email -d 'Email address (the login)' -r
@@ -149,6 +154,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand register" -l format -d '
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand register" -l password-stdin -d 'Read the password from standard input (one line) instead of prompting'
+complete -c mailctl -n "__fish_mailctl_using_subcommand register" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand register" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand register" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand login" -l email -d 'Email address' -r
@@ -167,6 +173,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand login" -l format -d 'Out
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand login" -l password-stdin -d 'Read the password from standard input (one line)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand login" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand login" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand login" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand logout" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
@@ -183,6 +190,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand logout" -l session-file 
 complete -c mailctl -n "__fish_mailctl_using_subcommand logout" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand logout" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand logout" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand logout" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand whoami" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
@@ -199,6 +207,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand whoami" -l session-file 
 complete -c mailctl -n "__fish_mailctl_using_subcommand whoami" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand whoami" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand whoami" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand whoami" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and not __fish_seen_subcommand_from reset change help" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
@@ -215,12 +224,13 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand password; and not __fish
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and not __fish_seen_subcommand_from reset change help" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and not __fish_seen_subcommand_from reset change help" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and not __fish_seen_subcommand_from reset change help" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and not __fish_seen_subcommand_from reset change help" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and not __fish_seen_subcommand_from reset change help" -f -a "reset" -d 'Email a password reset link (the same reply whether or not the account exists)'
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and not __fish_seen_subcommand_from reset change help" -f -a "change" -d 'Change the password of the logged-in account (old, then new)'
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and not __fish_seen_subcommand_from reset change help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from reset" -l email -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from reset" -l email -d 'Email address of the account' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from reset" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from reset" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from reset" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
@@ -235,6 +245,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_see
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from reset" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from reset" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from reset" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from reset" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from change" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
@@ -252,6 +263,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_see
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from change" -l password-stdin -d 'Read the old and the new password from standard input, one per line'
+complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from change" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from change" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from change" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand password; and __fish_seen_subcommand_from help" -f -a "reset" -d 'Email a password reset link (the same reply whether or not the account exists)'
@@ -271,6 +283,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_se
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock unlock help" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock unlock help" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock unlock help" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock unlock help" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and not __fish_seen_subcommand_from list block unblock unlock help" -f -a "list" -d 'List accounts'
@@ -292,6 +305,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_s
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from list" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from list" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from block" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
@@ -308,6 +322,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_s
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from block" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from block" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from block" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from block" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unblock" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
@@ -324,6 +339,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_s
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unblock" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unblock" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unblock" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unblock" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unlock" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
@@ -340,6 +356,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_s
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unlock" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unlock" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unlock" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from unlock" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand users; and __fish_seen_subcommand_from help" -f -a "list" -d 'List accounts'
@@ -362,6 +379,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand serve" -l session-file -
 complete -c mailctl -n "__fish_mailctl_using_subcommand serve" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand serve" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand serve" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand serve" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_seen_subcommand_from add list show edit delete import export help" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
@@ -378,6 +396,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_seen_subcommand_from add list show edit delete import export help" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_seen_subcommand_from add list show edit delete import export help" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_seen_subcommand_from add list show edit delete import export help" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_seen_subcommand_from add list show edit delete import export help" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_seen_subcommand_from add list show edit delete import export help" -f -a "add" -d 'Add a client'
@@ -388,9 +407,9 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_seen_subcommand_from add list show edit delete import export help" -f -a "import" -d 'Import clients from CSV (header row: email, full_name|name, comment, tags; any other column is a custom field)'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_seen_subcommand_from add list show edit delete import export help" -f -a "export" -d 'Export clients as CSV (default) or JSON, in the import\'s column names (tags and fields included)'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and not __fish_seen_subcommand_from add list show edit delete import export help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -l email -d 'Email address of the client (unique per owner, case-insensitively)' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -l email -d 'Email address (unique among your clients, case-insensitively)' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -l name -d 'Full name' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -l comment -d 'Free text about the client' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -l comment -d 'Free-text note' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -l tag -d 'A tag, e.g. news (repeatable; case-insensitive, at most 64 characters)' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -l field -d 'A custom field for {{KEY}} placeholders, e.g. city=Moscow (repeatable)' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
@@ -407,6 +426,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from add" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from list" -l search -d 'Only clients whose email, name or comment contains this text' -r
@@ -425,6 +445,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from list" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from list" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from show" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
@@ -441,11 +462,12 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from show" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from show" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from show" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -l email -d 'New email address' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -l name -d 'New full name' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -l comment -d 'New comment' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -l comment -d 'New note' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -l tag -d 'Add a tag (repeatable); mailings addressed to it reach the client on their next run' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -l untag -d 'Remove a tag (repeatable)' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -l field -d 'Set a custom field (repeatable); KEY= removes it' -r
@@ -463,6 +485,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from edit" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from delete" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
@@ -480,6 +503,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from delete" -s y -l yes -d 'Do not ask for confirmation'
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from delete" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from delete" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from delete" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from import" -l on-conflict -d 'What to do with an email the owner already has (or that repeats in the file)' -r -f -a "skip\t''
@@ -502,6 +526,7 @@ json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from import" -l dry-run -d 'Validate and count without writing'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from import" -l skip-invalid -d 'Import the good rows and report the bad ones instead of failing'
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from import" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from import" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from import" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from export" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
@@ -518,6 +543,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from export" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from export" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from export" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from export" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand clients; and __fish_seen_subcommand_from help" -f -a "add" -d 'Add a client'
@@ -542,6 +568,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand tags; and not __fish_see
 complete -c mailctl -n "__fish_mailctl_using_subcommand tags; and not __fish_seen_subcommand_from list help" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand tags; and not __fish_seen_subcommand_from list help" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand tags; and not __fish_seen_subcommand_from list help" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand tags; and not __fish_seen_subcommand_from list help" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand tags; and not __fish_seen_subcommand_from list help" -f -a "list" -d 'Each tag with its number of clients'
@@ -560,6 +587,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand tags; and __fish_seen_su
 complete -c mailctl -n "__fish_mailctl_using_subcommand tags; and __fish_seen_subcommand_from list" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand tags; and __fish_seen_subcommand_from list" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand tags; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand tags; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand tags; and __fish_seen_subcommand_from help" -f -a "list" -d 'Each tag with its number of clients'
@@ -578,6 +606,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and not __fish
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and not __fish_seen_subcommand_from add list show edit preview delete help" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and not __fish_seen_subcommand_from add list show edit preview delete help" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and not __fish_seen_subcommand_from add list show edit preview delete help" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and not __fish_seen_subcommand_from add list show edit preview delete help" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and not __fish_seen_subcommand_from add list show edit preview delete help" -f -a "add" -d 'Add a message'
@@ -587,7 +616,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and not __fish
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and not __fish_seen_subcommand_from add list show edit preview delete help" -f -a "preview" -d 'Print the exact letter (RFC 5322, as on the wire) a client would get'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and not __fish_seen_subcommand_from add list show edit preview delete help" -f -a "delete" -d 'Delete messages'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and not __fish_seen_subcommand_from add list show edit preview delete help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from add" -l subject -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from add" -l subject -d 'Subject line (may use {{full_name}}, {{email}})' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from add" -l body -d 'Plain-text body' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from add" -l body-file -d 'Read the plain-text body from a file' -r -F
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from add" -l html-file -d 'Optional HTML alternative, read from a file' -r -F
@@ -605,6 +634,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_see
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from add" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from add" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from add" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from list" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
@@ -621,6 +651,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_see
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from list" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from list" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from show" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
@@ -637,12 +668,13 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_see
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from show" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from show" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from show" -s V -l version -d 'Print version'
-complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l subject -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l body -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l body-file -r -F
-complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l html-file -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l subject -d 'New subject line' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l body -d 'New plain-text body' -r
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l body-file -d 'Read the new plain-text body from a file' -r -F
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l html-file -d 'Read a new HTML alternative from a file' -r -F
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l smtp-url -d 'SMTP server: smtp://[USER:PASS@]HOST[:PORT] (STARTTLS when offered), smtp://...?tls=required, smtps://... (implicit TLS) [default: none: .eml files in $XDG_DATA_HOME/mailctl/outbox/]' -r
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l smtp-ca-file -d 'PEM file of extra CA certificates to trust for SMTP over TLS (a relay with a private CA) [default: the Mozilla roots built into mailctl]' -r -F
@@ -658,6 +690,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_see
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l no-html -d 'Remove the HTML alternative'
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from edit" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from preview" -l client -d 'Personalise for this client' -r
@@ -675,6 +708,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_see
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from preview" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from preview" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from preview" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from preview" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from delete" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
@@ -691,8 +725,9 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_see
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from delete" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
-complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from delete" -s y -l yes
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from delete" -s y -l yes -d 'Do not ask for confirmation'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from delete" -l force -d 'Also delete the mailings that use the message'
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from delete" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from delete" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from delete" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from help" -f -a "add" -d 'Add a message'
@@ -716,6 +751,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit preview test delete add-clients remove-clients recipients disable enable send help" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit preview test delete add-clients remove-clients recipients disable enable send help" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit preview test delete add-clients remove-clients recipients disable enable send help" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit preview test delete add-clients remove-clients recipients disable enable send help" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and not __fish_seen_subcommand_from add list show edit preview test delete add-clients remove-clients recipients disable enable send help" -f -a "add" -d 'Add a mailing; at least one recipient option is required, and the window must not have ended'
@@ -752,6 +788,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_see
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l all-clients -d 'Every client of the owner, also those added while the mailing is due'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from list" -l status -d 'Only mailings with this status or flag, as of now' -r -f -a "created\t'Its start is still to come'
@@ -773,6 +810,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_see
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from list" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from list" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from show" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
@@ -789,6 +827,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_see
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from show" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from show" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from show" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -l message -d 'Another message (its id)' -r
@@ -810,6 +849,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_see
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -l all-clients -d 'Address every client of the owner from now on (resolved on every run)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from edit" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from preview" -l client -d 'This recipient (default: the mailing\'s first)' -r
@@ -827,6 +867,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_see
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from preview" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from preview" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from preview" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from preview" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from test" -l to -d 'Where the test copy goes' -r
@@ -845,6 +886,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_see
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from test" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from test" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from test" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from test" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from delete" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
@@ -861,7 +903,9 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_see
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from delete" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
-complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from delete" -s y -l yes
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from delete" -s y -l yes -d 'Do not ask for confirmation'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from delete" -l purge-history -d 'Also delete the mailings\' send attempts and statistics (needed when they have any)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from delete" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from delete" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from delete" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add-clients" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
@@ -878,6 +922,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_see
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add-clients" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add-clients" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add-clients" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from add-clients" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from remove-clients" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
@@ -894,6 +939,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_see
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from remove-clients" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from remove-clients" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from remove-clients" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from remove-clients" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from recipients" -l state -d 'Only recipients in this state' -r -f -a "pending\t'Not sent yet (also: a temporary failure waiting for its retry)'
@@ -915,6 +961,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_see
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from recipients" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from recipients" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from recipients" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from recipients" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from disable" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
@@ -931,6 +978,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_see
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from disable" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from disable" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from disable" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from disable" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from enable" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
@@ -947,6 +995,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_see
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from enable" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from enable" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from enable" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from enable" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -l concurrency -d 'Letters in flight at once (SMTP connections in the pool), 1-1024' -r
@@ -967,6 +1016,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_see
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -l dry-run -d 'List every letter that would be sent and every recipient that would be skipped (with the reason), without sending'
+complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from send" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand mailings; and __fish_seen_subcommand_from help" -f -a "add" -d 'Add a mailing; at least one recipient option is required, and the window must not have ended'
@@ -997,13 +1047,15 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and not __fish
 complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and not __fish_seen_subcommand_from list help" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and not __fish_seen_subcommand_from list help" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and not __fish_seen_subcommand_from list help" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and not __fish_seen_subcommand_from list help" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and not __fish_seen_subcommand_from list help" -f -a "list" -d 'List send attempts (streamed)'
 complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and not __fish_seen_subcommand_from list help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -l mailing -d 'Only this mailing\'s attempts' -r
-complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -l status -d 'Only attempts with this status (bounced and complained come from `bounces import`)' -r -f -a "success\t''
-failure\t''
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -l status -d 'Only attempts with this outcome (deferred: refused for now, tried again; bounced and complained come from `bounces import`)' -r -f -a "success\t'Accepted by the server (2xx)'
+failure\t'Refused for good (5xx): final'
+deferred\t'Refused for now (4xx or no answer): tried again later'
 bounced\t'A bounce report (DSN) received after the letter left'
 complained\t'A spam complaint (ARF) about the letter'"
 complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -l since -d 'Only attempts at or after this time (now, -1d, \'2026-12-05 09:00\' local, or RFC 3339)' -r
@@ -1022,6 +1074,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_see
 complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand attempts; and __fish_seen_subcommand_from help" -f -a "list" -d 'List send attempts (streamed)'
@@ -1040,6 +1093,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand bounces; and not __fish_
 complete -c mailctl -n "__fish_mailctl_using_subcommand bounces; and not __fish_seen_subcommand_from import help" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand bounces; and not __fish_seen_subcommand_from import help" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand bounces; and not __fish_seen_subcommand_from import help" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand bounces; and not __fish_seen_subcommand_from import help" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand bounces; and not __fish_seen_subcommand_from import help" -f -a "import" -d 'Read bounce reports and complaints: one message on stdin, an mbox file or a Maildir'
@@ -1060,6 +1114,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand bounces; and __fish_seen
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand bounces; and __fish_seen_subcommand_from import" -l delete -d 'Remove Maildir messages once done instead of moving them to cur/'
+complete -c mailctl -n "__fish_mailctl_using_subcommand bounces; and __fish_seen_subcommand_from import" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand bounces; and __fish_seen_subcommand_from import" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mailctl -n "__fish_mailctl_using_subcommand bounces; and __fish_seen_subcommand_from import" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand bounces; and __fish_seen_subcommand_from help" -f -a "import" -d 'Read bounce reports and complaints: one message on stdin, an mbox file or a Maildir'
@@ -1078,6 +1133,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand suppressions; and not __
 complete -c mailctl -n "__fish_mailctl_using_subcommand suppressions; and not __fish_seen_subcommand_from list add remove import help" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand suppressions; and not __fish_seen_subcommand_from list add remove import help" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand suppressions; and not __fish_seen_subcommand_from list add remove import help" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand suppressions; and not __fish_seen_subcommand_from list add remove import help" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand suppressions; and not __fish_seen_subcommand_from list add remove import help" -f -a "list" -d 'List the suppressed addresses, with the reason and the time'
@@ -1100,6 +1156,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand suppressions; and __fish
 complete -c mailctl -n "__fish_mailctl_using_subcommand suppressions; and __fish_seen_subcommand_from list" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand suppressions; and __fish_seen_subcommand_from list" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand suppressions; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand suppressions; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand suppressions; and __fish_seen_subcommand_from add" -l owner -d 'Another account\'s list (administrators)' -r
@@ -1117,6 +1174,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand suppressions; and __fish
 complete -c mailctl -n "__fish_mailctl_using_subcommand suppressions; and __fish_seen_subcommand_from add" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand suppressions; and __fish_seen_subcommand_from add" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand suppressions; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand suppressions; and __fish_seen_subcommand_from add" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand suppressions; and __fish_seen_subcommand_from remove" -l owner -d 'Another account\'s list (administrators)' -r
@@ -1134,6 +1192,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand suppressions; and __fish
 complete -c mailctl -n "__fish_mailctl_using_subcommand suppressions; and __fish_seen_subcommand_from remove" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand suppressions; and __fish_seen_subcommand_from remove" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand suppressions; and __fish_seen_subcommand_from remove" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand suppressions; and __fish_seen_subcommand_from remove" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand suppressions; and __fish_seen_subcommand_from import" -l owner -d 'Another account\'s list (administrators)' -r
@@ -1151,6 +1210,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand suppressions; and __fish
 complete -c mailctl -n "__fish_mailctl_using_subcommand suppressions; and __fish_seen_subcommand_from import" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand suppressions; and __fish_seen_subcommand_from import" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand suppressions; and __fish_seen_subcommand_from import" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand suppressions; and __fish_seen_subcommand_from import" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand suppressions; and __fish_seen_subcommand_from help" -f -a "list" -d 'List the suppressed addresses, with the reason and the time'
@@ -1176,6 +1236,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -l format -d '
 json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -l dry-run -d 'List every letter that would be sent and every recipient that would be skipped (with the reason), without sending'
+complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand send-due" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l by -d 'Group the figures (default: one overall row)' -r -f -a "mailing\t''
@@ -1200,6 +1261,7 @@ json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l no-cache -d 'Read from the database, bypassing the Redis cache'
 complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l rebuild -d 'Recompute the counters from the attempts table (administrator; after a bulk load)'
+complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand stats" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand completions" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
@@ -1216,6 +1278,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand completions" -l session-
 complete -c mailctl -n "__fish_mailctl_using_subcommand completions" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand completions" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand completions" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand doctor" -l database-url -d 'Database: sqlite://PATH or postgres://USER[:PASSWORD]@HOST/DB [default: sqlite://$XDG_DATA_HOME/mailctl/mailctl.db]' -r
@@ -1232,6 +1295,7 @@ complete -c mailctl -n "__fish_mailctl_using_subcommand doctor" -l session-file 
 complete -c mailctl -n "__fish_mailctl_using_subcommand doctor" -l format -d 'Output format for records [default: table]' -r -f -a "table\t''
 json\t''
 csv\t''"
+complete -c mailctl -n "__fish_mailctl_using_subcommand doctor" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand doctor" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand doctor" -s V -l version -d 'Print version'
 complete -c mailctl -n "__fish_mailctl_using_subcommand help; and not __fish_seen_subcommand_from migrate csu create-user create-manager register login logout whoami password users serve clients tags messages mailings attempts bounces suppressions send-due stats completions doctor help" -f -a "migrate" -d 'Apply database migrations (also done automatically on first use)'

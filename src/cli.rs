@@ -135,6 +135,10 @@ pub struct Settings {
         hide_env_values = true
     )]
     pub format: Option<Format>,
+
+    /// With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8
+    #[arg(long, global = true)]
+    pub bom: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -249,6 +253,7 @@ pub enum PasswordCmd {
     /// Email a password reset link (the same reply whether or not the account exists)
     #[command(after_help = "Example:\n  mailctl password reset --email ann@example.com")]
     Reset {
+        /// Email address of the account
         #[arg(long)]
         email: String,
     },
@@ -269,14 +274,29 @@ pub enum UsersCmd {
     #[command(after_help = "Example:\n  mailctl users list --format csv")]
     List,
     /// Block an account: no login, sessions end, mailings stop
-    #[command(after_help = "Example:\n  mailctl users block spammer@example.com")]
-    Block { email: String },
+    #[command(
+        after_help = "Examples:\n  mailctl users block spammer@example.com\n  mailctl users block 7"
+    )]
+    Block {
+        /// The account: its id (as `users list` shows it) or its email
+        #[arg(value_name = "ID|EMAIL")]
+        account: String,
+    },
     /// Unblock an account
-    #[command(after_help = "Example:\n  mailctl users unblock ann@example.com")]
-    Unblock { email: String },
+    #[command(
+        after_help = "Examples:\n  mailctl users unblock ann@example.com\n  mailctl users unblock 7"
+    )]
+    Unblock {
+        /// The account: its id (as `users list` shows it) or its email
+        #[arg(value_name = "ID|EMAIL")]
+        account: String,
+    },
     /// Clear an account's login-throttle lock (administrators only)
     #[command(after_help = "Example:\n  mailctl users unlock admin@example.com")]
-    Unlock { email: String },
+    Unlock {
+        /// The account's email
+        email: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -300,13 +320,13 @@ pub enum ClientsCmd {
         after_help = "Example:\n  mailctl clients add --email ivan@example.com --name 'Иван Петров' --comment VIP"
     )]
     Add {
-        /// Email address of the client (unique per owner, case-insensitively)
+        /// Email address (unique among your clients, case-insensitively)
         #[arg(long)]
         email: String,
         /// Full name
         #[arg(long)]
         name: Option<String>,
-        /// Free text about the client
+        /// Free-text note
         #[arg(long)]
         comment: Option<String>,
         /// A tag, e.g. news (repeatable; case-insensitive, at most 64 characters)
@@ -330,12 +350,16 @@ pub enum ClientsCmd {
     },
     /// Show one client
     #[command(after_help = "Example:\n  mailctl clients show 12")]
-    Show { id: i64 },
+    Show {
+        /// Client id
+        id: i64,
+    },
     /// Change a client
     #[command(
         after_help = "Example:\n  mailctl clients edit 12 --comment 'left the company' --untag news --field city=Berlin"
     )]
     Edit {
+        /// Client id
         id: i64,
         /// New email address
         #[arg(long)]
@@ -343,7 +367,7 @@ pub enum ClientsCmd {
         /// New full name
         #[arg(long)]
         name: Option<String>,
-        /// New comment
+        /// New note
         #[arg(long)]
         comment: Option<String>,
         /// Add a tag (repeatable); mailings addressed to it reach the client on their next run
@@ -359,6 +383,7 @@ pub enum ClientsCmd {
     /// Delete clients
     #[command(after_help = "Example:\n  mailctl clients delete 12 13 --yes")]
     Delete {
+        /// Client ids
         #[arg(required = true)]
         ids: Vec<i64>,
         /// Do not ask for confirmation
@@ -407,6 +432,7 @@ pub enum MessagesCmd {
         after_help = "Example:\n  mailctl messages add --subject 'Hello {{full_name}}' --body-file body.txt --html-file body.html"
     )]
     Add {
+        /// Subject line (may use {{full_name}}, {{email}})
         #[arg(long)]
         subject: String,
         /// Plain-text body
@@ -428,17 +454,25 @@ pub enum MessagesCmd {
     List,
     /// Show one message
     #[command(after_help = "Example:\n  mailctl messages show 3")]
-    Show { id: i64 },
+    Show {
+        /// Message id
+        id: i64,
+    },
     /// Change a message
     #[command(after_help = "Example:\n  mailctl messages edit 3 --subject 'New subject'")]
     Edit {
+        /// Message id
         id: i64,
+        /// New subject line
         #[arg(long)]
         subject: Option<String>,
+        /// New plain-text body
         #[arg(long, conflicts_with = "body_file")]
         body: Option<String>,
+        /// Read the new plain-text body from a file
         #[arg(long)]
         body_file: Option<PathBuf>,
+        /// Read a new HTML alternative from a file
         #[arg(long, conflicts_with = "no_html")]
         html_file: Option<PathBuf>,
         /// Remove the HTML alternative
@@ -458,8 +492,10 @@ pub enum MessagesCmd {
     /// Delete messages
     #[command(after_help = "Example:\n  mailctl messages delete 3 --yes --force")]
     Delete {
+        /// Message ids
         #[arg(required = true)]
         ids: Vec<i64>,
+        /// Do not ask for confirmation
         #[arg(long, short)]
         yes: bool,
         /// Also delete the mailings that use the message
@@ -548,10 +584,14 @@ pub enum MailingsCmd {
     },
     /// Show one mailing
     #[command(after_help = "Example:\n  mailctl mailings show 7 --format json")]
-    Show { id: i64 },
+    Show {
+        /// Mailing id
+        id: i64,
+    },
     /// Change a mailing (the window is echoed on stderr in local time)
     #[command(after_help = "Example:\n  mailctl mailings edit 7 --end '2026-12-03 18:00'")]
     Edit {
+        /// Mailing id
         id: i64,
         /// Another message (its id)
         #[arg(long, value_name = "ID")]
@@ -591,24 +631,35 @@ pub enum MailingsCmd {
         client: Option<i64>,
     },
     /// Delete mailings
-    #[command(after_help = "Example:\n  mailctl mailings delete 7 --yes")]
+    #[command(
+        after_help = "Example:\n  mailctl mailings delete 7 --yes --purge-history\n\nA mailing that has send attempts keeps them (and its statistics) unless\n--purge-history is given; without it such a delete is refused (exit 5)."
+    )]
     Delete {
+        /// Mailing ids
         #[arg(required = true)]
         ids: Vec<i64>,
+        /// Do not ask for confirmation
         #[arg(long, short)]
         yes: bool,
+        /// Also delete the mailings' send attempts and statistics (needed when they have any)
+        #[arg(long)]
+        purge_history: bool,
     },
     /// Add recipients to a mailing
     #[command(after_help = "Example:\n  mailctl mailings add-clients 7 12 13")]
     AddClients {
+        /// Mailing id
         id: i64,
+        /// Client ids to add
         #[arg(required = true)]
         client_ids: Vec<i64>,
     },
     /// Remove recipients from a mailing
     #[command(after_help = "Example:\n  mailctl mailings remove-clients 7 13")]
     RemoveClients {
+        /// Mailing id
         id: i64,
+        /// Client ids to remove
         #[arg(required = true)]
         client_ids: Vec<i64>,
     },
@@ -622,13 +673,20 @@ pub enum MailingsCmd {
     },
     /// Stop a mailing from being sent (managers and administrators)
     #[command(after_help = "Example:\n  mailctl mailings disable 7")]
-    Disable { id: i64 },
+    Disable {
+        /// Mailing id
+        id: i64,
+    },
     /// Allow a disabled mailing to be sent again (managers and administrators)
     #[command(after_help = "Example:\n  mailctl mailings enable 7")]
-    Enable { id: i64 },
+    Enable {
+        /// Mailing id
+        id: i64,
+    },
     /// Send one mailing now, outside the cron (owner or administrator)
     #[command(after_help = "Example:\n  mailctl mailings send 7 --concurrency 16")]
     Send {
+        /// Mailing id
         id: i64,
         #[command(flatten)]
         opts: SendOpts,
@@ -637,8 +695,12 @@ pub enum MailingsCmd {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum AttemptStatus {
+    /// Accepted by the server (2xx)
     Success,
+    /// Refused for good (5xx): final
     Failure,
+    /// Refused for now (4xx or no answer): tried again later
+    Deferred,
     /// A bounce report (DSN) received after the letter left
     Bounced,
     /// A spam complaint (ARF) about the letter
@@ -730,7 +792,7 @@ pub enum AttemptsCmd {
         /// Only this mailing's attempts
         #[arg(long)]
         mailing: Option<i64>,
-        /// Only attempts with this status (bounced and complained come from `bounces import`)
+        /// Only attempts with this outcome (deferred: refused for now, tried again; bounced and complained come from `bounces import`)
         #[arg(long, value_enum)]
         status: Option<AttemptStatus>,
         /// Only attempts at or after this time (now, -1d, '2026-12-05 09:00' local, or RFC 3339)
@@ -808,6 +870,7 @@ pub struct StatsArgs {
 
 #[derive(Debug, Args)]
 pub struct CompletionsArgs {
+    /// The shell to print the script for
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
 }

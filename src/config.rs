@@ -33,6 +33,8 @@ pub struct Config {
     pub session_file: PathBuf,
     pub outbox_dir: PathBuf,
     pub format: Format,
+    /// CSV output starts with a UTF-8 byte order mark (`--bom`).
+    pub bom: bool,
 }
 
 pub const DEFAULT_SMTP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -123,8 +125,7 @@ impl Config {
             .transpose()?;
         let path = |p: &Option<PathBuf>| p.clone().filter(|p| !p.as_os_str().is_empty());
         Ok(Config {
-            database_url: given(&s.database_url)
-                .unwrap_or_else(|| format!("sqlite://{}", data.join("mailctl.db").display())),
+            database_url: given(&s.database_url).unwrap_or_else(default_database_url),
             smtp_url: given(&s.smtp_url),
             smtp_ca_file: path(&s.smtp_ca_file),
             smtp_timeout,
@@ -140,11 +141,28 @@ impl Config {
             session_file: path(&s.session_file).unwrap_or_else(|| config_dir().join("session")),
             outbox_dir: data.join("outbox"),
             format: s.format.unwrap_or(Format::Table),
+            bom: s.bom,
         })
     }
 }
 
+/// The database URL used when none is given.
+pub fn default_database_url() -> String {
+    format!("sqlite://{}", data_dir().join("mailctl.db").display())
+}
+
 impl Config {
+    /// Whether the database is the default SQLite file (which is created on first use).
+    pub fn database_is_default(&self) -> bool {
+        match (
+            crate::db::sqlite_path(&self.database_url),
+            crate::db::sqlite_path(&default_database_url()),
+        ) {
+            (Some(given), Some(default)) => given == default,
+            _ => false,
+        }
+    }
+
     /// `text` without the secrets of any configured URL (database, SMTP, Redis, base URL).
     pub fn hide_secrets(&self, text: &str) -> String {
         [

@@ -2,10 +2,13 @@
 //! Field names in JSON and CSV are a public contract (documented in the man pages).
 
 use std::io::{self, IsTerminal, Write};
+use std::sync::OnceLock;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use clap::ValueEnum;
-use comfy_table::{Attribute, Cell, ContentArrangement, Table, presets};
+use comfy_table::{
+    Attribute, Cell, ColumnConstraint, ContentArrangement, Row, Table, Width, presets,
+};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -44,6 +47,113 @@ pub fn opt_time(t: &Option<DateTime<Utc>>) -> String {
     t.as_ref().map(time).unwrap_or_default()
 }
 
+/// How output looks beyond its format, set once from the configuration.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Style {
+    /// CSV starts with a UTF-8 byte order mark (`--bom`), so Excel reads it as UTF-8.
+    pub bom: bool,
+}
+
+static STYLE: OnceLock<Style> = OnceLock::new();
+
+/// Sets the output style for the process (the first call wins).
+pub fn configure(style: Style) {
+    let _ = STYLE.set(style);
+}
+
+fn style() -> Style {
+    STYLE.get().copied().unwrap_or_default()
+}
+
+const BOM: &[u8] = "\u{feff}".as_bytes();
+
+/// `NO_COLOR` (any non-empty value, https://no-color.org) turns every styling off.
+pub fn no_color() -> bool {
+    std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
+}
+
+/// A cell as it can be shown on a terminal: control characters (CR, LF, TAB, ESC...) and
+/// the invisible bidi overrides become visible escapes, so a value cannot break the table or
+/// drive the terminal.
+pub fn escape_cell(text: &str) -> String {
+    if !text.chars().any(needs_escape) {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if needs_escape(c) => out.push_str(&c.escape_unicode().to_string()),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// The width a table must fit: `COLUMNS` when set, else the terminal's (none: a pipe).
+fn target_width(table: &Table) -> Option<u16> {
+    let columns = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse::<u16>().ok());
+    let terminal = io::stdout().is_terminal().then(|| table.width()).flatten();
+    // A pty without a size says 0: treat tiny widths as unknown.
+    columns.or(terminal).filter(|w| *w >= 20)
+}
+
+/// Content widths that add up to at most `room`, narrowing the widest columns first
+/// (max-min fair): a short column (an id, a status, a time) keeps its width as long as any
+/// wider column can give way.
+fn fair_widths(natural: &[u16], room: u16) -> Vec<u16> {
+    let mut order: Vec<usize> = (0..natural.len()).collect();
+    order.sort_by_key(|&i| natural[i]);
+    let mut out = natural.to_vec();
+    let mut left = room;
+    for (k, &i) in order.iter().enumerate() {
+        let share = (left / (order.len() - k) as u16).max(1);
+        out[i] = natural[i].min(share);
+        left = left.saturating_sub(out[i]);
+    }
+    out
+}
+
+/// Fits the finished table to the width: every row stays one line, cells too long for their
+/// column end in "…" (nothing wraps mid-word), and the narrowing falls on the widest columns.
+fn fit(table: &mut Table) {
+    let Some(width) = target_width(table) else {
+        return;
+    };
+    let natural = table.column_max_content_widths();
+    // Each column has a space either side and one border; the table one more border.
+    let frame = 3 * natural.len() as u16 + 1;
+    let room = width.saturating_sub(frame).max(natural.len() as u16);
+    if natural.iter().map(|w| u32::from(*w)).sum::<u32>() <= u32::from(room) {
+        return;
+    }
+    table
+        .set_width(width)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_truncation_indicator("…");
+    for (i, w) in fair_widths(&natural, room).into_iter().enumerate() {
+        if let Some(col) = table.column_mut(i) {
+            // A fixed width counts the padding.
+            col.set_constraint(ColumnConstraint::Absolute(Width::Fixed(w + 2)));
+        }
+    }
+}
+
+fn table_row(cells: Vec<String>) -> Row {
+    let mut row = Row::from(cells.iter().map(|c| escape_cell(c)));
+    row.max_height(1);
+    row
+}
+
 /// A closed pipe (`mailctl ... | head`) becomes Error::PipeClosed: stop writing, exit 0.
 fn io_result(r: io::Result<()>) -> Result<()> {
     r.map_err(Error::from)
@@ -51,21 +161,22 @@ fn io_result(r: io::Result<()>) -> Result<()> {
 
 fn new_table(headers: &[&str]) -> Table {
     let mut table = Table::new();
-    let tty = io::stdout().is_terminal();
+    let styled = io::stdout().is_terminal() && !no_color();
     table.load_preset(presets::UTF8_FULL_CONDENSED);
-    // Wrap to the terminal only when it reports a usable width (a pty without a size says 0).
-    if tty && table.width().is_some_and(|w| w >= 40) {
-        table.set_content_arrangement(ContentArrangement::Dynamic);
+    if !styled {
+        table.force_no_tty();
     }
-    if tty {
-        table.set_header(
+    let mut header = if styled {
+        Row::from(
             headers
                 .iter()
                 .map(|h| Cell::new(h).add_attribute(Attribute::Bold)),
-        );
+        )
     } else {
-        table.set_header(headers.iter().copied());
-    }
+        Row::from(headers.iter().copied())
+    };
+    header.max_height(1);
+    table.set_header(header);
     table
 }
 
@@ -86,8 +197,9 @@ pub fn print_one<T: Record>(format: Format, item: &T) -> Result<()> {
         Format::Table => {
             let mut table = new_table(&["field", "value"]);
             for (h, v) in T::HEADERS.iter().zip(item.cells()) {
-                table.add_row(vec![h.to_string(), v]);
+                table.add_row(table_row(vec![h.to_string(), v]));
             }
+            fit(&mut table);
             io_result(writeln!(out, "{table}"))
         }
         Format::Json => {
@@ -95,6 +207,9 @@ pub fn print_one<T: Record>(format: Format, item: &T) -> Result<()> {
             io_result(writeln!(out, "{text}"))
         }
         Format::Csv => {
+            if style().bom {
+                io_result(out.write_all(BOM))?;
+            }
             let mut w = csv::Writer::from_writer(out);
             match item.csv_cells() {
                 Some(cells) => {
@@ -133,6 +248,10 @@ impl<T: Record> ListWriter<T> {
             Format::Table => w.table = Some(new_table(T::HEADERS)),
             Format::Json => io_result(w.out.write_all(b"["))?,
             Format::Csv => {
+                if style().bom {
+                    io_result(w.out.write_all(BOM))?;
+                    io_result(w.out.flush())?;
+                }
                 let mut c = csv::WriterBuilder::new()
                     .has_headers(false)
                     .from_writer(io::BufWriter::with_capacity(64 * 1024, io::stdout()));
@@ -149,7 +268,7 @@ impl<T: Record> ListWriter<T> {
         match self.format {
             Format::Table => {
                 if let Some(t) = self.table.as_mut() {
-                    t.add_row(item.cells());
+                    t.add_row(table_row(item.cells()));
                 }
                 Ok(())
             }
@@ -173,11 +292,12 @@ impl<T: Record> ListWriter<T> {
     pub fn finish(mut self) -> Result<()> {
         match self.format {
             Format::Table => {
-                let table = self.table.take().expect("table");
+                let mut table = self.table.take().expect("table");
                 if self.count == 0 {
                     eprintln!("(no records)");
                     return Ok(());
                 }
+                fit(&mut table);
                 io_result(writeln!(self.out, "{table}"))?;
             }
             Format::Json => {
@@ -191,5 +311,31 @@ impl<T: Record> ListWriter<T> {
             }
         }
         io_result(self.out.flush())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_widest_columns_give_way_first() {
+        // Fits already: unchanged.
+        assert_eq!(fair_widths(&[2, 16, 80], 100), [2, 16, 80]);
+        // The long comment takes what the short columns leave.
+        assert_eq!(
+            fair_widths(&[2, 16, 9, 80, 8, 20], 81),
+            [2, 16, 9, 26, 8, 20]
+        );
+        // Too narrow for everything: the widest are cut to the same width.
+        assert_eq!(fair_widths(&[2, 16, 80], 20), [2, 9, 9]);
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(escape_cell("a\rb\nc\td"), "a\\rb\\nc\\td");
+        assert_eq!(escape_cell("x\u{1b}[31m"), "x\\u{1b}[31m");
+        assert_eq!(escape_cell("\u{202e}evil"), "\\u{202e}evil");
+        assert_eq!(escape_cell("Иван"), "Иван");
     }
 }

@@ -333,7 +333,9 @@ fn temporary_failure_is_retried_on_a_later_run_after_backoff(env: &mut Env) {
         "{first}"
     );
     assert_eq!(status(&ann, mailing), "active");
-    let failures = attempts(&ann, &["--status", "failure"]);
+    // A 4xx is `deferred` (tried again), not a final `failure`.
+    assert!(attempts(&ann, &["--status", "failure"]).is_empty());
+    let failures = attempts(&ann, &["--status", "deferred"]);
     assert_eq!(failures.len(), 1);
     assert_eq!(failures[0]["server_response"], "451 4.3.0 Try again later");
     assert_eq!(failures[0]["email"], "tempfail@example.com");
@@ -360,7 +362,7 @@ fn temporary_failure_is_retried_on_a_later_run_after_backoff(env: &mut Env) {
         .filter(|a| a["client_id"] == temp)
         .map(|a| a["status"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(temp_tries, ["failure", "success"]);
+    assert_eq!(temp_tries, ["deferred", "success"]);
 }
 
 fn permanent_failure_is_final_and_suppresses_the_address(env: &mut Env) {
@@ -414,7 +416,7 @@ fn server_down_defers_and_exits_1(env: &mut Env) {
     assert!(run.stderr().contains("unreachable"), "{}", run.stderr());
     let tries = attempts(&ann, &[]);
     assert!(!tries.is_empty());
-    assert!(tries.iter().all(|t| t["status"] == "failure"));
+    assert!(tries.iter().all(|t| t["status"] == "deferred"));
     assert_eq!(status(&ann, mailing), "active");
 
     server.restart();
@@ -1072,6 +1074,7 @@ fn stats_counters_follow_the_sender(env: &mut Env) {
             q(""),
             q("AND status = 'success'"),
             q("AND status = 'failure'"),
+            q("AND status = 'deferred'"),
             env.count(&format!(
                 "SELECT COUNT(DISTINCT client_id) FROM attempts WHERE mailing_id = {id} AND status = 'success'"
             )),
@@ -1079,15 +1082,21 @@ fn stats_counters_follow_the_sender(env: &mut Env) {
     };
     // The first run: tempfail refused in both mailings (the rule's two times), reject refused
     // for good; the second run: tempfail delivered in both.
-    assert_eq!(reference(m1), [6, 4, 2, 4]);
-    assert_eq!(reference(m2), [3, 2, 1, 2]);
+    assert_eq!(reference(m1), [6, 4, 1, 1, 4]);
+    assert_eq!(reference(m2), [3, 2, 0, 1, 2]);
     let by_mailing = ann.json(&["stats", "--by", "mailing", "--no-cache"]);
     for (id, row) in [m1, m2].iter().zip(by_mailing.as_array().unwrap()) {
         assert_eq!(row["mailing_id"], *id, "{by_mailing}");
-        let got: Vec<i64> = ["attempted", "succeeded", "failed", "recipients_reached"]
-            .iter()
-            .map(|f| row[*f].as_i64().unwrap())
-            .collect();
+        let got: Vec<i64> = [
+            "attempted",
+            "succeeded",
+            "failed",
+            "deferred",
+            "recipients_reached",
+        ]
+        .iter()
+        .map(|f| row[*f].as_i64().unwrap())
+        .collect();
         assert_eq!(got, reference(*id), "mailing {id}: {by_mailing}");
     }
     let by_day = ann.json(&["stats", "--by", "day", "--no-cache"]);
@@ -1164,8 +1173,8 @@ fn a_large_mailing_gets_its_rows_while_sending(env: &mut Env) {
     );
 }
 
-/// A deleted recipient loses its delivery rows and keeps its attempts without the recipient;
-/// a deleted mailing takes its deliveries and attempts along (foreign keys on SQLite,
+/// A deleted recipient loses its delivery rows and keeps its attempts (id, address and name)
+/// and its first-success markers (issue 18); a deleted mailing (`--purge-history`) takes its deliveries and attempts along (foreign keys on SQLite,
 /// triggers on PostgreSQL: migration 0009).
 fn deleting_recipients_and_mailings_deletes_their_rows(env: &mut Env) {
     let _server = smtp(env);
@@ -1193,19 +1202,19 @@ fn deleting_recipients_and_mailings_deletes_their_rows(env: &mut Env) {
     );
     assert_eq!(
         count(&format!(
-            "SELECT COUNT(*) FROM attempts WHERE client_id = {a}"
+            "SELECT COUNT(*) FROM attempts WHERE client_id = {a} AND email = 'a@example.com'"
         )),
-        0
+        2
     );
     assert_eq!(
         count("SELECT COUNT(*) FROM attempts WHERE client_id IS NULL"),
-        2
+        0
     );
     assert_eq!(
         count(&format!(
             "SELECT COUNT(*) FROM stats_reached WHERE client_id = {a}"
         )),
-        0
+        2
     );
     assert_eq!(
         count(&format!(
@@ -1214,8 +1223,14 @@ fn deleting_recipients_and_mailings_deletes_their_rows(env: &mut Env) {
         2
     );
 
-    ann.run(&["mailings", "delete", &m1.to_string(), "--yes"])
-        .success();
+    ann.run(&[
+        "mailings",
+        "delete",
+        &m1.to_string(),
+        "--yes",
+        "--purge-history",
+    ])
+    .success();
     for table in ["deliveries", "attempts", "stats_reached"] {
         assert_eq!(
             count(&format!(
@@ -1239,5 +1254,5 @@ fn deleting_recipients_and_mailings_deletes_their_rows(env: &mut Env) {
     );
     // The counters agree (the stats tests check them in depth).
     let by_mailing = ann.json(&["stats", "--mailing", &m2.to_string(), "--no-cache"]);
-    assert_eq!(by_mailing[0]["recipients_reached"], 1, "{by_mailing}");
+    assert_eq!(by_mailing[0]["recipients_reached"], 2, "{by_mailing}");
 }

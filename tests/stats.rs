@@ -225,12 +225,12 @@ fn cache_never_stale(env: &mut Env) {
     assert_eq!(all[0]["last_attempt_at"], "2026-12-04T08:00:00Z");
     check_all(env, &manager, &ann);
 
-    // A client deleted: no longer reached.
+    // A client deleted: it was reached, and stays counted (issue 18: history is kept).
     ann.run(&["clients", "delete", &c2.to_string(), "--yes"])
         .success();
     assert_eq!(
         stats(&ann, &["--mailing", &m1.to_string()])[0]["recipients_reached"],
-        2
+        3
     );
     check_all(env, &manager, &ann);
 
@@ -266,9 +266,17 @@ fn cache_never_stale(env: &mut Env) {
         "{by_user}"
     );
 
-    // A mailing deleted: its attempts go with it.
+    // A mailing deleted (with --purge-history): its attempts go with it.
     ann.run(&["mailings", "delete", &m1.to_string(), "--yes"])
-        .success();
+        .expect_code(5);
+    ann.run(&[
+        "mailings",
+        "delete",
+        &m1.to_string(),
+        "--yes",
+        "--purge-history",
+    ])
+    .success();
     assert_eq!(stats(&ann, &[])[0]["attempted"], 0);
     assert_eq!(stats(&manager, &[])[0]["attempted"], 2);
     check_all(env, &manager, &ann);
@@ -510,6 +518,7 @@ fn field_names(env: &Env) {
         "attempted",
         "succeeded",
         "failed",
+        "deferred",
         "recipients_reached",
         "bounced",
         "complained",
@@ -519,7 +528,7 @@ fn field_names(env: &Env) {
     ];
     for (by, keys) in [
         (None, vec![]),
-        (Some("mailing"), vec!["mailing_id", "owner_id"]),
+        (Some("mailing"), vec!["mailing_id", "owner_id", "subject"]),
         (Some("user"), vec!["user_id", "email"]),
         (Some("day"), vec!["day"]),
     ] {

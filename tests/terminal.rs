@@ -66,9 +66,10 @@ fn passwords_are_prompted_twice_and_delete_asks() {
     assert_eq!(code, 0, "{out}");
     let admin = env.as_("admin");
     let id = admin.client("ivan@example.com").to_string();
-    // Answer "no": nothing is deleted.
-    let (code, _) = on_terminal(&env, "admin", &format!("clients delete {id}"), &["n"]);
-    assert_eq!(code, 5);
+    // Answer "no": nothing is deleted, exit 1 (not "invalid input"), and it says so.
+    let (code, out) = on_terminal(&env, "admin", &format!("clients delete {id}"), &["n"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("nothing deleted"), "{out}");
     admin.run(&["clients", "show", &id]).success();
     let (code, out) = on_terminal(&env, "admin", &format!("clients delete {id}"), &["y"]);
     assert_eq!(code, 0, "{out}");

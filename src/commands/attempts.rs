@@ -31,6 +31,7 @@ pub async fn run(ctx: &Ctx, cmd: AttemptsCmd) -> Result<()> {
             AttemptStatus::Failure => "failure",
             AttemptStatus::Bounced => "bounced",
             AttemptStatus::Complained => "complained",
+            AttemptStatus::Deferred => "deferred",
         }),
         since: since.map(|s| when::parse("since", &s, now)).transpose()?,
         until: until.map(|s| when::parse("until", &s, now)).transpose()?,

@@ -55,7 +55,12 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
     let config = &ctx.config;
     let mut checks = Vec::new();
 
-    match Db::connect(&config.database_url, 1).await {
+    // A missing file is reported, not created (as every command but `migrate` and `csu` does).
+    let opened = match crate::db::must_exist(&config.database_url) {
+        Ok(()) => Db::connect(&config.database_url, 1).await,
+        Err(e) => Err(e),
+    };
+    match opened {
         Ok(db) => {
             checks.push(ok("database", redact_url(&config.database_url)));
             checks.push(match db.pending_migrations().await {
@@ -88,6 +93,9 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
         Some(_) => check_smtp(config).await,
     });
 
+    checks.push(check_ca_file(config));
+    checks.push(check_from(config));
+
     checks.push(match &config.redis_url {
         None => ok("redis", "not set: no cache, per-process rate limit"),
         Some(url) => check_redis(url).await,
@@ -106,6 +114,32 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
         return Err(Error::runtime(format!("{failed} check(s) failed")));
     }
     Ok(())
+}
+
+/// `MAILCTL_SMTP_CA_FILE`, read and parsed by the very function sending uses.
+fn check_ca_file(config: &crate::config::Config) -> Check {
+    let Some(path) = &config.smtp_ca_file else {
+        return ok("smtp ca file", "not set: the usual public roots");
+    };
+    match crate::smtp::target::tls_config(Some(path)) {
+        Err(e) => fail("smtp ca file", e.to_string()),
+        Ok(_) if config.smtp_url.is_none() => warn(
+            "smtp ca file",
+            format!(
+                "{}: unused while MAILCTL_SMTP_URL is not set",
+                path.display()
+            ),
+        ),
+        Ok(_) => ok("smtp ca file", path.display().to_string()),
+    }
+}
+
+/// `MAILCTL_FROM`, parsed as every letter's From is.
+fn check_from(config: &crate::config::Config) -> Check {
+    match crate::mail::compose::mailbox("MAILCTL_FROM", &config.from) {
+        Ok(from) => ok("from", from.to_string()),
+        Err(e) => fail("from", e.to_string()),
+    }
 }
 
 /// Opens a session exactly as sending does (port, TLS mode, CA file, AUTH) through

@@ -538,6 +538,7 @@ impl<R: Read> CsvRows<R> {
         Ok(NewClient {
             line,
             key: email_key(&email),
+            search: crate::db::search::key(&email, &full_name, &comment),
             email,
             full_name,
             comment,

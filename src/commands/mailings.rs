@@ -107,12 +107,17 @@ pub async fn run(ctx: &Ctx, cmd: MailingsCmd) -> Result<()> {
             }
             print_one(format, &edited)
         }
-        MailingsCmd::Delete { ids, yes } => {
+        MailingsCmd::Delete {
+            ids,
+            yes,
+            purge_history,
+        } => {
             for &id in &ids {
                 writable(id).await?;
             }
+            mailings::check_history(db, &ids, purge_history).await?;
             confirm_delete("mailings", &ids, yes)?;
-            let n = mailings::delete(db, write, &ids).await?;
+            let n = mailings::delete(db, write, &ids, purge_history).await?;
             notice(format!("deleted {n} mailing(s)"));
             Ok(())
         }

@@ -38,13 +38,17 @@ pub mod users;
 pub struct Ctx {
     pub config: Config,
     db: OnceCell<Db>,
+    /// A missing SQLite file may be created (the default location, or `csu`).
+    create_db: std::cell::Cell<bool>,
 }
 
 impl Ctx {
     pub fn new(config: Config) -> Ctx {
+        let create_db = config.database_is_default();
         Ctx {
             config,
             db: OnceCell::new(),
+            create_db: std::cell::Cell::new(create_db),
         }
     }
 
@@ -54,7 +58,7 @@ impl Ctx {
 
     pub async fn db(&self) -> Result<&Db> {
         self.db
-            .get_or_try_init(|| Db::open(&self.config.database_url, 4))
+            .get_or_try_init(|| Db::open(&self.config.database_url, 4, self.create_db.get()))
             .await
     }
 
@@ -84,6 +88,9 @@ impl Ctx {
 
 pub async fn run(cli: Cli) -> Result<()> {
     let ctx = Ctx::new(Config::load(&cli.settings)?);
+    crate::output::configure(crate::output::Style {
+        bom: ctx.config.bom,
+    });
     let result = dispatch(&ctx, cli.command).await;
     ctx.close().await;
     result.map_err(|e| e.map_text(|text| ctx.config.hide_secrets(text)))
@@ -99,7 +106,11 @@ async fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
             eprintln!("migrations applied");
             Ok(())
         }
-        Command::Csu(a) => accounts_cmd::create(ctx, a, Role::Admin).await,
+        Command::Csu(a) => {
+            // The first administrator may start a new database wherever it is asked for.
+            ctx.create_db.set(true);
+            accounts_cmd::create(ctx, a, Role::Admin).await
+        }
         Command::CreateUser(a) => accounts_cmd::create(ctx, a, Role::User).await,
         Command::CreateManager(a) => accounts_cmd::create(ctx, a, Role::Manager).await,
         Command::Login(a) => accounts_cmd::login(ctx, a).await,
@@ -175,7 +186,8 @@ pub fn confirm_delete(what: &str, ids: &[i64], yes: bool) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::invalid("yes", "cancelled"))
+        // Declining is not bad input: exit 1, and say that nothing changed.
+        Err(Error::runtime("nothing deleted"))
     }
 }
 

@@ -81,18 +81,44 @@ async fn run(
         opts.limit,
     );
     options.progress = std::io::stderr().is_terminal();
+    let started_at = db::now();
     let summary = sender::run(db, &ctx.config, endpoint, targets, &options).await?;
-    report(ctx, &summary)?;
+    report(ctx, &summary, started_at, db::now())?;
     match summary.stopped {
         Some(why) => Err(Error::runtime(why)),
         None => Ok(()),
     }
 }
 
-fn report(ctx: &Ctx, summary: &Summary) -> Result<()> {
-    eprintln!("{}", summary.line());
-    if ctx.format() == Format::Json {
-        println!("{}", serde_json::to_string(summary)?);
+/// The run's summary: a line for people on stderr, and with `--format json` one JSON line on
+/// stdout. A cron job's `>> log 2>&1` sends both to one file, so there the human line is left
+/// out (stderr is not a terminal) and the log stays one JSON object per line.
+fn report(
+    ctx: &Ctx,
+    summary: &Summary,
+    started_at: chrono::DateTime<chrono::Utc>,
+    finished_at: chrono::DateTime<chrono::Utc>,
+) -> Result<()> {
+    let json = ctx.format() == Format::Json;
+    if !json || std::io::stderr().is_terminal() {
+        eprintln!("{}", summary.line());
+    }
+    if json {
+        let mut value = serde_json::json!({
+            "started_at": time_us(&started_at),
+            "finished_at": time_us(&finished_at),
+        });
+        if let (Some(obj), serde_json::Value::Object(fields)) =
+            (value.as_object_mut(), serde_json::to_value(summary)?)
+        {
+            obj.extend(fields);
+        }
+        println!("{value}");
     }
     Ok(())
+}
+
+/// RFC 3339 in UTC with microseconds: two runs in the same second still sort.
+fn time_us(t: &chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }

@@ -20,10 +20,13 @@ const CACHE_FORMAT: &str = "stats-v2";
 /// Entries never go stale (the key holds the versions); this only bounds Redis' memory.
 const CACHE_TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// succeeded / attempted, rounded to 4 decimals; empty when nothing was attempted.
+/// Recipients reached over recipients with a final outcome (reached, or refused for good),
+/// rounded to 4 decimals; empty while no recipient has one. A 4xx retried later is not an
+/// outcome: a mailing everyone got on the second try has a rate of 1.
 fn rate(r: &Row) -> Option<f64> {
-    (r.attempted > 0)
-        .then(|| (r.succeeded as f64 / r.attempted as f64 * 10_000.0).round() / 10_000.0)
+    let settled = r.recipients_reached + r.failed;
+    (settled > 0)
+        .then(|| (r.recipients_reached as f64 / settled as f64 * 10_000.0).round() / 10_000.0)
 }
 
 fn opt_rate(v: Option<f64>) -> String {
@@ -39,6 +42,7 @@ macro_rules! stats_record {
             pub attempted: i64,
             pub succeeded: i64,
             pub failed: i64,
+            pub deferred: i64,
             pub recipients_reached: i64,
             pub bounced: i64,
             pub complained: i64,
@@ -53,6 +57,7 @@ macro_rules! stats_record {
                 "attempted",
                 "succeeded",
                 "failed",
+                "deferred",
                 "recipients_reached",
                 "bounced",
                 "complained",
@@ -67,6 +72,7 @@ macro_rules! stats_record {
                     self.attempted.to_string(),
                     self.succeeded.to_string(),
                     self.failed.to_string(),
+                    self.deferred.to_string(),
                     self.recipients_reached.to_string(),
                     self.bounced.to_string(),
                     self.complained.to_string(),
@@ -86,6 +92,7 @@ macro_rules! stats_record {
                     attempted: r.attempted,
                     succeeded: r.succeeded,
                     failed: r.failed,
+                    deferred: r.deferred,
                     recipients_reached: r.recipients_reached,
                     bounced: r.bounced,
                     complained: r.complained,
@@ -102,6 +109,7 @@ stats_record!(OverallStats {});
 stats_record!(MailingStats {
     mailing_id: i64 = |r: &Row| r.id.unwrap_or_default(), |v: &i64| v.to_string();
     owner_id: i64 = |r: &Row| r.owner_id.unwrap_or_default(), |v: &i64| v.to_string();
+    subject: String = |r: &Row| r.label.clone().unwrap_or_default(), |v: &String| v.clone();
 });
 stats_record!(UserStats {
     user_id: i64 = |r: &Row| r.id.unwrap_or_default(), |v: &i64| v.to_string();

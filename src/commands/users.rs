@@ -14,8 +14,8 @@ pub async fn run(ctx: &Ctx, cmd: UsersCmd) -> Result<()> {
     let db = ctx.db().await?;
     match cmd {
         UsersCmd::List => print_list(ctx.format(), &accounts::list(db).await?),
-        UsersCmd::Block { email } => set_blocked(ctx, &actor, &email, true).await,
-        UsersCmd::Unblock { email } => set_blocked(ctx, &actor, &email, false).await,
+        UsersCmd::Block { account } => set_blocked(ctx, &actor, &account, true).await,
+        UsersCmd::Unblock { account } => set_blocked(ctx, &actor, &account, false).await,
         UsersCmd::Unlock { email } => unlock(ctx, &actor, &email).await,
     }
 }
@@ -37,11 +37,14 @@ async fn unlock(ctx: &Ctx, actor: &policy::Actor, email: &str) -> Result<()> {
     Ok(())
 }
 
-async fn set_blocked(ctx: &Ctx, actor: &policy::Actor, email: &str, blocked: bool) -> Result<()> {
+async fn set_blocked(ctx: &Ctx, actor: &policy::Actor, who: &str, blocked: bool) -> Result<()> {
     let db = ctx.db().await?;
-    let target = accounts::find_by_email(db, email)
-        .await?
-        .ok_or_else(|| Error::not_found("account", email))?;
+    // `users list` shows ids; an email always has an `@`, so digits alone are an id.
+    let found = match who.parse::<i64>() {
+        Ok(id) => accounts::find_by_id(db, id).await?,
+        Err(_) => accounts::find_by_email(db, who).await?,
+    };
+    let target = found.ok_or_else(|| Error::not_found("account", who))?;
     policy::may_block(actor, target.id, target.role())?;
     accounts::set_blocked(db, target.id, blocked).await?;
     notice(format!(

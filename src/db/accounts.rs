@@ -113,6 +113,11 @@ pub async fn find_by_email(db: &Db, email: &str) -> Result<Option<Account>> {
     )
 }
 
+pub async fn find_by_id(db: &Db, id: i64) -> Result<Option<Account>> {
+    let sql = format!("SELECT {COLUMNS} FROM accounts WHERE id = $1");
+    Ok(on_pool!(db, p => sqlx::query_as::<_, Account>(&sql).bind(id).fetch_optional(p).await)?)
+}
+
 pub async fn list(db: &Db) -> Result<Vec<Account>> {
     let sql = format!("SELECT {COLUMNS} FROM accounts ORDER BY id");
     Ok(on_pool!(db, p => sqlx::query_as::<_, Account>(&sql).fetch_all(p).await)?)

@@ -81,11 +81,13 @@ fn tried(done: &[Finished]) -> Vec<&Finished> {
     tried
 }
 
+/// The attempt's status: a final refusal (`failure`) is told from a try that will be made
+/// again (`deferred`: a 4xx, a throttling reply or no answer).
 fn status(f: &Finished) -> &'static str {
-    if f.next == Next::Sent {
-        "success"
-    } else {
-        "failure"
+    match f.next {
+        Next::Sent => "success",
+        Next::Failed => "failure",
+        Next::Retry(_) | Next::Throttled(_) | Next::Release | Next::Suppressed => "deferred",
     }
 }
 
@@ -160,7 +162,8 @@ impl RecordTries for sqlx::SqliteConnection {
                     f.client_id,
                     sqlite_time(&f.attempted_at),
                     status(f),
-                    f.reply
+                    f.reply,
+                    f.email
                 ])
             })
             .collect();
@@ -174,9 +177,9 @@ impl RecordTries for sqlx::SqliteConnection {
         .execute(&mut *self)
         .await?;
         sqlx::query(
-            "INSERT INTO attempts (mailing_id, client_id, attempted_at, status, server_response) \
-             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 \
-             FROM json_each($1) ORDER BY key",
+            "INSERT INTO attempts (mailing_id, client_id, attempted_at, status, server_response, email, full_name) \
+             SELECT v.value ->> 0, v.value ->> 1, v.value ->> 2, v.value ->> 3, v.value ->> 4, v.value ->> 5, c.full_name \
+             FROM json_each($1) AS v LEFT JOIN clients c ON c.id = v.value ->> 1 ORDER BY v.key",
         )
         .bind(serde_json::Value::Array(attempts).to_string())
         .execute(&mut *self)
@@ -203,8 +206,8 @@ SELECT a.mailing_id, a.client_id, min(a.attempted_at) FROM attempts a NOT INDEXE
    AND NOT EXISTS (SELECT 1 FROM stats_reached r WHERE r.mailing_id = a.mailing_id AND r.client_id = a.client_id)
  GROUP BY a.mailing_id, a.client_id;
 INSERT INTO stats_reached (mailing_id, client_id, reached_at) SELECT * FROM temp.batch_reached WHERE true;
-INSERT INTO mailing_stats (mailing_id, attempted, succeeded, failed, recipients_reached, first_attempt_at, last_attempt_at)
-SELECT mailing_id, count(*), sum(status = 'success'), sum(status = 'failure'),
+INSERT INTO mailing_stats (mailing_id, attempted, succeeded, failed, deferred, recipients_reached, first_attempt_at, last_attempt_at)
+SELECT mailing_id, count(*), sum(status = 'success'), sum(status = 'failure'), sum(status = 'deferred'),
        (SELECT count(*) FROM temp.batch_reached b WHERE b.mailing_id = a.mailing_id),
        min(attempted_at), max(attempted_at)
   FROM attempts a NOT INDEXED WHERE id > (SELECT after FROM stats_batching) GROUP BY mailing_id
@@ -212,11 +215,12 @@ ON CONFLICT (mailing_id) DO UPDATE SET
     attempted = attempted + excluded.attempted,
     succeeded = succeeded + excluded.succeeded,
     failed = failed + excluded.failed,
+    deferred = deferred + excluded.deferred,
     recipients_reached = recipients_reached + excluded.recipients_reached,
     first_attempt_at = min(first_attempt_at, excluded.first_attempt_at),
     last_attempt_at = max(last_attempt_at, excluded.last_attempt_at);
-INSERT INTO mailing_day_stats (mailing_id, day, attempted, succeeded, failed, recipients_reached, first_attempt_at, last_attempt_at)
-SELECT mailing_id, substr(attempted_at, 1, 10) AS d, count(*), sum(status = 'success'), sum(status = 'failure'),
+INSERT INTO mailing_day_stats (mailing_id, day, attempted, succeeded, failed, deferred, recipients_reached, first_attempt_at, last_attempt_at)
+SELECT mailing_id, substr(attempted_at, 1, 10) AS d, count(*), sum(status = 'success'), sum(status = 'failure'), sum(status = 'deferred'),
        (SELECT count(*) FROM temp.batch_reached b
          WHERE b.mailing_id = a.mailing_id AND substr(b.reached_at, 1, 10) = substr(a.attempted_at, 1, 10)),
        min(attempted_at), max(attempted_at)
@@ -225,6 +229,7 @@ ON CONFLICT (mailing_id, day) DO UPDATE SET
     attempted = attempted + excluded.attempted,
     succeeded = succeeded + excluded.succeeded,
     failed = failed + excluded.failed,
+    deferred = deferred + excluded.deferred,
     recipients_reached = recipients_reached + excluded.recipients_reached,
     first_attempt_at = min(first_attempt_at, excluded.first_attempt_at),
     last_attempt_at = max(last_attempt_at, excluded.last_attempt_at);
@@ -279,14 +284,18 @@ impl RecordTries for sqlx::PgConnection {
         let tried = tried(done);
         if !tried.is_empty() {
             sqlx::query(
-                "INSERT INTO attempts (mailing_id, client_id, attempted_at, status, server_response) \
-                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::timestamptz[], $4::text[], $5::text[])",
+                "INSERT INTO attempts (mailing_id, client_id, attempted_at, status, server_response, email, full_name) \
+                 SELECT v.mailing_id, v.client_id, v.attempted_at, v.status, v.reply, v.email, c.full_name \
+                 FROM unnest($1::bigint[], $2::bigint[], $3::timestamptz[], $4::text[], $5::text[], $6::text[]) \
+                      WITH ORDINALITY AS v(mailing_id, client_id, attempted_at, status, reply, email, n) \
+                 LEFT JOIN clients c ON c.id = v.client_id ORDER BY v.n",
             )
             .bind(tried.iter().map(|f| f.mailing_id).collect::<Vec<_>>())
             .bind(tried.iter().map(|f| f.client_id).collect::<Vec<_>>())
             .bind(tried.iter().map(|f| f.attempted_at).collect::<Vec<_>>())
             .bind(tried.iter().map(|f| status(f)).collect::<Vec<_>>())
             .bind(tried.iter().map(|f| f.reply.as_str()).collect::<Vec<_>>())
+            .bind(tried.iter().map(|f| f.email.as_str()).collect::<Vec<_>>())
             .execute(&mut *self)
             .await?;
         }
@@ -299,7 +308,10 @@ pub struct Attempt {
     pub id: i64,
     pub mailing_id: i64,
     pub client_id: Option<i64>,
+    /// The address the letter went to (kept when the client is deleted).
     pub email: Option<String>,
+    /// The recipient's name when the letter went out (kept when the client is deleted).
+    pub full_name: Option<String>,
     pub attempted_at: DateTime<Utc>,
     pub status: String,
     pub server_response: String,
@@ -311,6 +323,7 @@ impl Record for Attempt {
         "mailing_id",
         "client_id",
         "email",
+        "full_name",
         "attempted_at",
         "status",
         "server_response",
@@ -321,6 +334,7 @@ impl Record for Attempt {
             self.mailing_id.to_string(),
             self.client_id.map(|c| c.to_string()).unwrap_or_default(),
             self.email.clone().unwrap_or_default(),
+            self.full_name.clone().unwrap_or_default(),
             time(&self.attempted_at),
             self.status.clone(),
             self.server_response.clone(),
@@ -344,7 +358,9 @@ pub async fn for_each(
     mut each: impl FnMut(&Attempt) -> Result<()>,
 ) -> Result<u64> {
     use futures_util::TryStreamExt;
-    let sql = "SELECT a.id, a.mailing_id, a.client_id, c.email, a.attempted_at, a.status, a.server_response \
+    // Rows recorded before migration 0015 may lack the stored address: the client's, then.
+    let sql = "SELECT a.id, a.mailing_id, a.client_id, COALESCE(a.email, c.email) AS email, \
+               COALESCE(a.full_name, c.full_name) AS full_name, a.attempted_at, a.status, a.server_response \
                FROM attempts a JOIN mailings m ON m.id = a.mailing_id \
                LEFT JOIN clients c ON c.id = a.client_id \
                WHERE ($1 IS NULL OR m.owner_id = $1) AND ($2 IS NULL OR a.mailing_id = $2) \

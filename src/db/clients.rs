@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::accounts::email_key;
 use super::fields::Fields;
 use super::tags::{self, Tags};
-use super::{Db, dialect, is_unique_violation, now};
+use super::{Db, is_unique_violation, now, search};
 use crate::auth::policy::Scope;
 use crate::error::{Error, Result};
 use crate::on_pool;
@@ -76,8 +76,8 @@ fn duplicate(email: &str) -> Error {
 
 pub async fn add(db: &Db, owner_id: i64, c: &NewClient<'_>) -> Result<Client> {
     let sql = format!(
-        "INSERT INTO clients (owner_id, email, email_key, full_name, comment, tags, fields, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {COLUMNS}"
+        "INSERT INTO clients (owner_id, email, email_key, full_name, comment, tags, fields, created_at, search_key) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {COLUMNS}"
     );
     let email = c.email;
     let res = on_pool!(db, p => sqlx::query_as::<_, Client>(&sql)
@@ -89,6 +89,7 @@ pub async fn add(db: &Db, owner_id: i64, c: &NewClient<'_>) -> Result<Client> {
         .bind(c.tags.stored())
         .bind(c.fields.stored())
         .bind(now())
+        .bind(search::key(email, c.full_name, c.comment))
         .fetch_one(p)
         .await);
     res.map_err(|e| {
@@ -109,26 +110,28 @@ fn like_pattern(text: &str) -> String {
     format!("%{escaped}%")
 }
 
-/// The clients in `scope` matching `search` and carrying every one of `with_tags`.
+/// The clients in `scope` matching `text` and carrying every one of `with_tags`.
 pub async fn list(
     db: &Db,
     scope: Scope,
-    search: Option<&str>,
+    text: Option<&str>,
     with_tags: &Tags,
 ) -> Result<Vec<Client>> {
-    let like = dialect::ilike(db);
+    if text.is_some() {
+        fill_search_keys(db).await?;
+    }
+    // Both sides folded (db::search), so a plain LIKE compares them on either backend.
     let mut sql = format!(
         "SELECT {COLUMNS} FROM clients \
          WHERE ($1 IS NULL OR owner_id = $1) \
-           AND ($2 IS NULL OR email {like} $2 ESCAPE '\\' OR full_name {like} $2 ESCAPE '\\' \
-                OR comment {like} $2 ESCAPE '\\')"
+           AND ($2 IS NULL OR search_key LIKE $2 ESCAPE '\\')"
     );
     let needles = with_tags.needles();
     for i in 0..needles.len() {
         sql.push_str(&format!(" AND {}", tags::carries(db, "tags", i + 3)));
     }
     sql.push_str(" ORDER BY id");
-    let pattern = search.map(like_pattern);
+    let pattern = text.map(|t| like_pattern(&search::fold(t)));
     Ok(on_pool!(db, p => {
         let mut q = sqlx::query_as::<_, Client>(&sql)
             .bind(scope.owner())
@@ -138,6 +141,30 @@ pub async fn list(
         }
         q.fetch_all(p).await
     })?)
+}
+
+/// Rows written before migration 0015 (or by another tool) have no search key yet: fold
+/// them here, in batches, the first time someone searches. The partial index finds them.
+async fn fill_search_keys(db: &Db) -> Result<()> {
+    const SELECT: &str = "SELECT id, email, full_name, comment FROM clients \
+                          WHERE search_key IS NULL ORDER BY id LIMIT 1000";
+    const UPDATE: &str = "UPDATE clients SET search_key = $1 WHERE id = $2";
+    loop {
+        let rows: Vec<(i64, String, String, String)> =
+            on_pool!(db, p => sqlx::query_as(SELECT).fetch_all(p).await)?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        on_pool!(db, p => {
+            let mut tx = p.begin().await?;
+            for (id, email, name, comment) in &rows {
+                sqlx::query(UPDATE).bind(search::key(email, name, comment)).bind(id)
+                    .execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok::<_, Error>(())
+        })?;
+    }
 }
 
 pub async fn get(db: &Db, scope: Scope, id: i64) -> Result<Client> {
@@ -159,11 +186,20 @@ pub struct ClientChanges {
 }
 
 pub async fn update(db: &Db, scope: Scope, id: i64, ch: &ClientChanges) -> Result<Client> {
+    let c = update_fields(db, scope, id, ch).await?;
+    // The key follows the stored values (a NULL one is filled by the next search anyway).
+    let key = search::key(&c.email, &c.full_name, &c.comment);
+    on_pool!(db, p => sqlx::query("UPDATE clients SET search_key = $1 WHERE id = $2")
+        .bind(key).bind(c.id).execute(p).await.map(|_| ()))?;
+    Ok(c)
+}
+
+async fn update_fields(db: &Db, scope: Scope, id: i64, ch: &ClientChanges) -> Result<Client> {
     let sql = format!(
         "UPDATE clients SET \
            email = COALESCE($1, email), email_key = COALESCE($2, email_key), \
            full_name = COALESCE($3, full_name), comment = COALESCE($4, comment), \
-           tags = COALESCE($7, tags), fields = COALESCE($8, fields) \
+           tags = COALESCE($7, tags), fields = COALESCE($8, fields), search_key = NULL \
          WHERE id = $5 AND ($6 IS NULL OR owner_id = $6) RETURNING {COLUMNS}"
     );
     let tags = ch.tags.as_ref().map(Tags::stored);

@@ -45,6 +45,8 @@ pub struct NewClient {
     pub tags: String,
     /// Stored form of the custom fields (a JSON object).
     pub fields: String,
+    /// `db::search::key` of the row, for `clients list --search`.
+    pub search: String,
 }
 
 /// Which optional columns the file has: under `--on-conflict update` only these replace the
@@ -220,14 +222,14 @@ enum Upsert {
     Update,
 }
 
-const INSERT_INTO: &str = "INSERT INTO clients (owner_id, email, email_key, full_name, comment, tags, fields, created_at)";
+const INSERT_INTO: &str = "INSERT INTO clients (owner_id, email, email_key, full_name, comment, tags, fields, created_at, search_key)";
 
 fn on_conflict_sql(upsert: Upsert, returning: bool, columns: Columns) -> String {
     let action = match upsert {
         Upsert::Nothing => "DO NOTHING".to_string(),
         Upsert::Update => format!(
             "DO UPDATE SET email = excluded.email, full_name = excluded.full_name, \
-             comment = excluded.comment{}{}",
+             comment = excluded.comment, search_key = excluded.search_key{}{}",
             if columns.tags {
                 ", tags = excluded.tags"
             } else {
@@ -351,6 +353,7 @@ mod tests {
             comment: String::new(),
             tags: String::new(),
             fields: "{}".into(),
+            search: String::new(),
         }
     }
 

@@ -253,10 +253,46 @@ pub async fn update(db: &Db, scope: Scope, id: i64, ch: &MailingChanges) -> Resu
 }
 
 /// Deletes all the given mailings or none.
-pub async fn delete(db: &Db, scope: Scope, ids: &[i64]) -> Result<u64> {
+/// Why deleting a mailing with send attempts needs `--purge-history` (exit 5, naming it).
+fn history_kept(id: i64, attempts: i64) -> Error {
+    Error::invalid(
+        "purge-history",
+        format!(
+            "mailing {id} has {attempts} send attempt(s) and its statistics: \
+             pass --purge-history to delete them with it"
+        ),
+    )
+}
+
+const ATTEMPTS_OF: &str = "SELECT COUNT(*) FROM attempts WHERE mailing_id = $1";
+
+/// Refuses early (before a prompt) when a mailing has history and `purge_history` is off.
+pub async fn check_history(db: &Db, ids: &[i64], purge_history: bool) -> Result<()> {
+    if purge_history {
+        return Ok(());
+    }
+    for &id in ids {
+        let n: i64 =
+            on_pool!(db, p => sqlx::query_scalar(ATTEMPTS_OF).bind(id).fetch_one(p).await)?;
+        if n > 0 {
+            return Err(history_kept(id, n));
+        }
+    }
+    Ok(())
+}
+
+/// Deletes mailings (all or none). One with send attempts goes only with `purge_history`,
+/// checked in the same transaction, so history recorded after the prompt is not lost unasked.
+pub async fn delete(db: &Db, scope: Scope, ids: &[i64], purge_history: bool) -> Result<u64> {
     on_pool!(db, p => {
         let mut tx = p.begin().await?;
         for &id in ids {
+            if !purge_history {
+                let n: i64 = sqlx::query_scalar(ATTEMPTS_OF).bind(id).fetch_one(&mut *tx).await?;
+                if n > 0 {
+                    return Err(history_kept(id, n));
+                }
+            }
             let done = sqlx::query("DELETE FROM mailings WHERE id = $1 AND ($2 IS NULL OR owner_id = $2)")
                 .bind(id).bind(scope.owner()).execute(&mut *tx).await?;
             if done.rows_affected() == 0 {

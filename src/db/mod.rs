@@ -22,8 +22,8 @@ use crate::error::{Error, Result};
 
 pub mod accounts;
 pub mod attempts;
-pub mod bounces;
 pub mod audience;
+pub mod bounces;
 pub mod clients;
 pub mod deliveries;
 pub mod dialect;
@@ -32,6 +32,7 @@ pub mod import;
 pub mod mailings;
 pub mod messages;
 pub mod recipients;
+pub mod search;
 pub mod stats;
 pub mod suppressions;
 pub mod system_letters;
@@ -65,7 +66,13 @@ pub fn now() -> DateTime<Utc> {
 
 impl Db {
     /// Connects and, when the schema is behind, migrates. The check reads one row.
-    pub async fn open(url: &str, max_connections: u32) -> Result<Db> {
+    /// A SQLite file that does not exist is created only when `create` is set (the default
+    /// location, `migrate`, the first `csu`); elsewhere a typo in the URL would quietly start
+    /// an empty database, so it is exit 1 instead.
+    pub async fn open(url: &str, max_connections: u32, create: bool) -> Result<Db> {
+        if !create {
+            must_exist(url)?;
+        }
         let db = Db::connect(url, max_connections).await?;
         if !db.is_current().await {
             db.migrate().await?;
@@ -89,11 +96,7 @@ impl Db {
                     Error::runtime(hide_secrets(url, &text))
                 })?;
             Ok(Db::Postgres(pool))
-        } else if let Some(path) = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-        {
-            let path = PathBuf::from(path.split('?').next().unwrap_or(path));
+        } else if let Some(path) = sqlite_path(url) {
             create_private_file(&path)?;
             let opts = SqliteConnectOptions::new()
                 .filename(&path)
@@ -173,10 +176,33 @@ impl Db {
     }
 }
 
+/// A SQLite URL whose file is missing: exit 1, saying how to create it.
+pub fn must_exist(url: &str) -> Result<()> {
+    match sqlite_path(url) {
+        Some(path) if !is_memory(&path) && !path.exists() => Err(Error::runtime(format!(
+            "no database at {} (run `mailctl migrate` to create it)",
+            path.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The file of a `sqlite:` URL (None for PostgreSQL or anything else).
+pub fn sqlite_path(url: &str) -> Option<PathBuf> {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    Some(PathBuf::from(path.split('?').next().unwrap_or(path)))
+}
+
+fn is_memory(path: &std::path::Path) -> bool {
+    path.as_os_str().is_empty() || path.to_str() == Some(":memory:")
+}
+
 /// Creates the SQLite file (and its directory) readable by the owner alone, before SQLite
 /// creates it with the default umask.
 fn create_private_file(path: &std::path::Path) -> Result<()> {
-    if path.as_os_str().is_empty() || path.to_str() == Some(":memory:") || path.exists() {
+    if is_memory(path) || path.exists() {
         return Ok(());
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {

@@ -40,6 +40,9 @@ pub struct Row {
     pub attempted: i64,
     pub succeeded: i64,
     pub failed: i64,
+    /// Tries refused for now (4xx, no answer) and made again later.
+    #[serde(default)]
+    pub deferred: i64,
     pub recipients_reached: i64,
     /// Bounce reports and complaints received (`bounces import`), apart from the tries.
     #[serde(default)]
@@ -153,11 +156,11 @@ pub async fn query(db: &Db, scope: Scope, q: &Query) -> Result<Vec<Row>> {
     // The facts: rows of (mailing_id, [day,] counters) that add up to the answer.
     let facts = if q.since.is_none() && q.until.is_none() {
         if by_day {
-            "SELECT mailing_id, day, attempted, succeeded, failed, recipients_reached, \
+            "SELECT mailing_id, day, attempted, succeeded, failed, deferred, recipients_reached, \
              bounced, complained, first_attempt_at, last_attempt_at FROM mailing_day_stats"
                 .to_string()
         } else {
-            "SELECT mailing_id, attempted, succeeded, failed, recipients_reached, \
+            "SELECT mailing_id, attempted, succeeded, failed, deferred, recipients_reached, \
              bounced, complained, first_attempt_at, last_attempt_at FROM mailing_stats"
                 .to_string()
         }
@@ -180,7 +183,7 @@ pub async fn query(db: &Db, scope: Scope, q: &Query) -> Result<Vec<Row>> {
                 cond.push(format!("day < {}", sql.bind(Param::Day(t))));
             }
             branches.push(format!(
-                "SELECT mailing_id, {}attempted, succeeded, failed, recipients_reached, \
+                "SELECT mailing_id, {}attempted, succeeded, failed, deferred, recipients_reached, \
                  bounced, complained, first_attempt_at, last_attempt_at FROM mailing_day_stats WHERE {}",
                 day_col("day".into()),
                 cond.join(" AND ")
@@ -194,6 +197,7 @@ pub async fn query(db: &Db, scope: Scope, q: &Query) -> Result<Vec<Row>> {
                  SUM(CASE WHEN status IN ('bounced', 'complained') THEN 0 ELSE 1 END) AS attempted, \
                  SUM(CASE WHEN status = 'success' THEN 1 ELSE 0 END) AS succeeded, \
                  SUM(CASE WHEN status = 'failure' THEN 1 ELSE 0 END) AS failed, \
+                 SUM(CASE WHEN status = 'deferred' THEN 1 ELSE 0 END) AS deferred, \
                  0 AS recipients_reached, \
                  SUM(CASE WHEN status = 'bounced' THEN 1 ELSE 0 END) AS bounced, \
                  SUM(CASE WHEN status = 'complained' THEN 1 ELSE 0 END) AS complained, \
@@ -207,7 +211,7 @@ pub async fn query(db: &Db, scope: Scope, q: &Query) -> Result<Vec<Row>> {
             // reached_at is the time of a successful attempt in the same interval, so using
             // it as first/last changes neither MIN nor MAX.
             branches.push(format!(
-                "SELECT mailing_id, {}0 AS attempted, 0 AS succeeded, 0 AS failed, \
+                "SELECT mailing_id, {}0 AS attempted, 0 AS succeeded, 0 AS failed, 0 AS deferred, \
                  COUNT(*) AS recipients_reached, 0 AS bounced, 0 AS complained, \
                  MIN(reached_at) AS first_attempt_at, \
                  MAX(reached_at) AS last_attempt_at \
@@ -220,7 +224,7 @@ pub async fn query(db: &Db, scope: Scope, q: &Query) -> Result<Vec<Row>> {
         if branches.is_empty() {
             // since >= until: an empty range. A branch that yields no row keeps the SQL simple.
             branches.push(format!(
-                "SELECT mailing_id, {}attempted, succeeded, failed, recipients_reached, \
+                "SELECT mailing_id, {}attempted, succeeded, failed, deferred, recipients_reached, \
                  bounced, complained, first_attempt_at, last_attempt_at FROM mailing_day_stats WHERE 1 = 0",
                 day_col("day".into())
             ));
@@ -236,6 +240,7 @@ pub async fn query(db: &Db, scope: Scope, q: &Query) -> Result<Vec<Row>> {
     let sums = "CAST(COALESCE(SUM(f.attempted), 0) AS BIGINT) AS attempted, \
                 CAST(COALESCE(SUM(f.succeeded), 0) AS BIGINT) AS succeeded, \
                 CAST(COALESCE(SUM(f.failed), 0) AS BIGINT) AS failed, \
+                CAST(COALESCE(SUM(f.deferred), 0) AS BIGINT) AS deferred, \
                 CAST(COALESCE(SUM(f.recipients_reached), 0) AS BIGINT) AS recipients_reached, \
                 CAST(COALESCE(SUM(f.bounced), 0) AS BIGINT) AS bounced, \
                 CAST(COALESCE(SUM(f.complained), 0) AS BIGINT) AS complained, \
@@ -247,9 +252,11 @@ pub async fn query(db: &Db, scope: Scope, q: &Query) -> Result<Vec<Row>> {
             "SELECT CAST(NULL AS BIGINT) AS id, CAST(NULL AS BIGINT) AS owner_id, \
              CAST(NULL AS TEXT) AS label, {sums} {from} WHERE {filter}"
         ),
+        // The label is the subject of the mailing's message (as written, before placeholders).
         Group::Mailing => format!(
-            "SELECT f.mailing_id AS id, m.owner_id AS owner_id, CAST(NULL AS TEXT) AS label, \
-             {sums} {from} WHERE {filter} GROUP BY f.mailing_id, m.owner_id ORDER BY f.mailing_id"
+            "SELECT f.mailing_id AS id, m.owner_id AS owner_id, msg.subject AS label, \
+             {sums} {from} JOIN messages msg ON msg.id = m.message_id WHERE {filter} \
+             GROUP BY f.mailing_id, m.owner_id, msg.subject ORDER BY f.mailing_id"
         ),
         Group::User => format!(
             "SELECT m.owner_id AS id, m.owner_id AS owner_id, a.email AS label, {sums} {from} \
@@ -312,6 +319,7 @@ pub async fn rebuild(db: &Db) -> Result<()> {
     let n = "SUM(CASE WHEN status IN ('bounced', 'complained') THEN 0 ELSE 1 END)";
     let bo = "SUM(CASE WHEN status = 'bounced' THEN 1 ELSE 0 END)";
     let co = "SUM(CASE WHEN status = 'complained' THEN 1 ELSE 0 END)";
+    let later = "SUM(CASE WHEN status = 'deferred' THEN 1 ELSE 0 END)";
     let (clear, reload_done) = clear_counters(db);
     let mut steps: Vec<String> = clear.iter().map(|s| s.to_string()).collect();
     steps.push(
@@ -322,19 +330,19 @@ pub async fn rebuild(db: &Db) -> Result<()> {
     );
     steps.extend(reload_done.iter().map(|s| s.to_string()));
     steps.push(format!(
-        "INSERT INTO mailing_stats (mailing_id, attempted, succeeded, failed, recipients_reached, \
+        "INSERT INTO mailing_stats (mailing_id, attempted, succeeded, failed, deferred, recipients_reached, \
          bounced, complained, first_attempt_at, last_attempt_at) \
-         SELECT a.mailing_id, a.n, a.ok, a.ko, COALESCE(r.n, 0), a.bo, a.co, a.first_at, a.last_at FROM \
-         (SELECT mailing_id, {n} AS n, {ok} AS ok, {ko} AS ko, {bo} AS bo, {co} AS co, MIN(attempted_at) AS first_at, \
+         SELECT a.mailing_id, a.n, a.ok, a.ko, a.later, COALESCE(r.n, 0), a.bo, a.co, a.first_at, a.last_at FROM \
+         (SELECT mailing_id, {n} AS n, {ok} AS ok, {ko} AS ko, {later} AS later, {bo} AS bo, {co} AS co, MIN(attempted_at) AS first_at, \
           MAX(attempted_at) AS last_at FROM attempts GROUP BY mailing_id) a \
          LEFT JOIN (SELECT mailing_id, COUNT(*) AS n FROM stats_reached GROUP BY mailing_id) r \
          ON r.mailing_id = a.mailing_id"
     ));
     steps.push(format!(
-        "INSERT INTO mailing_day_stats (mailing_id, day, attempted, succeeded, failed, \
+        "INSERT INTO mailing_day_stats (mailing_id, day, attempted, succeeded, failed, deferred, \
          recipients_reached, bounced, complained, first_attempt_at, last_attempt_at) \
-         SELECT a.mailing_id, a.day, a.n, a.ok, a.ko, COALESCE(r.n, 0), a.bo, a.co, a.first_at, a.last_at FROM \
-         (SELECT mailing_id, {day} AS day, {n} AS n, {ok} AS ok, {ko} AS ko, {bo} AS bo, {co} AS co, \
+         SELECT a.mailing_id, a.day, a.n, a.ok, a.ko, a.later, COALESCE(r.n, 0), a.bo, a.co, a.first_at, a.last_at FROM \
+         (SELECT mailing_id, {day} AS day, {n} AS n, {ok} AS ok, {ko} AS ko, {later} AS later, {bo} AS bo, {co} AS co, \
           MIN(attempted_at) AS first_at, MAX(attempted_at) AS last_at \
           FROM attempts GROUP BY mailing_id, {day}) a \
          LEFT JOIN (SELECT r.mailing_id, {reached_day} AS day, COUNT(*) AS n FROM stats_reached r \

@@ -120,7 +120,7 @@ impl Target {
 /// `MAILCTL_SMTP_CA_FILE` (a private relay's own CA). Read and checked once, before any letter
 /// is claimed, so a bad file stops the run as a configuration error instead of failing every
 /// connection.
-fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>> {
+pub fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>> {
     let mut roots = RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };

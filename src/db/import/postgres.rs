@@ -77,13 +77,15 @@ impl ClientImport for PgImport {
 /// The temporary table of the staged rows; dropped with the transaction (commit or rollback).
 const CREATE_STAGE: &str = "CREATE TEMPORARY TABLE import_rows \
      (line BIGINT NOT NULL, email TEXT NOT NULL, email_key TEXT NOT NULL, \
-      full_name TEXT NOT NULL, comment TEXT NOT NULL, tags TEXT NOT NULL, fields TEXT NOT NULL) \
-     ON COMMIT DROP";
-const COPY_STAGE: &str = "COPY import_rows (line, email, email_key, full_name, comment, tags, fields) \
+      full_name TEXT NOT NULL, comment TEXT NOT NULL, tags TEXT NOT NULL, fields TEXT NOT NULL, \
+      search_key TEXT NOT NULL) ON COMMIT DROP";
+const COPY_STAGE: &str = "COPY import_rows (line, email, email_key, full_name, comment, tags, fields, \
+     search_key) \
      FROM STDIN (FORMAT binary)";
 const COPY_DIRECT: &str = "COPY clients (owner_id, email, email_key, full_name, comment, tags, fields, \
-     created_at) FROM STDIN (FORMAT binary)";
-/// The staged rows' columns, in `INSERT_INTO`'s order after the owner.
+     created_at, search_key) FROM STDIN (FORMAT binary)";
+/// The staged rows' columns, in `INSERT_INTO`'s order after the owner (then `created_at`,
+/// bound, and `search_key`).
 const STAGED: &str = "email, email_key, full_name, comment, tags, fields";
 /// PostgreSQL's unique_violation.
 const UNIQUE_VIOLATION: &str = "23505";
@@ -99,7 +101,7 @@ impl PgImport {
             buf.clear();
             buf.extend_from_slice(BINARY_HEADER);
             for r in &rows {
-                buf.extend_from_slice(&8i16.to_be_bytes());
+                buf.extend_from_slice(&9i16.to_be_bytes());
                 binary_field(&mut buf, &owner.to_be_bytes());
                 for text in [
                     &r.email,
@@ -112,6 +114,7 @@ impl PgImport {
                     binary_field(&mut buf, text.as_bytes());
                 }
                 binary_field(&mut buf, &created.to_be_bytes());
+                binary_field(&mut buf, r.search.as_bytes());
             }
             buf.extend_from_slice(&(-1i16).to_be_bytes());
             let tx = &mut self.tx;
@@ -143,7 +146,7 @@ impl PgImport {
         buf.clear();
         buf.extend_from_slice(BINARY_HEADER);
         for r in &rows {
-            buf.extend_from_slice(&7i16.to_be_bytes());
+            buf.extend_from_slice(&8i16.to_be_bytes());
             binary_field(&mut buf, &(r.line as i64).to_be_bytes());
             for text in [
                 &r.email,
@@ -152,6 +155,7 @@ impl PgImport {
                 &r.comment,
                 &r.tags,
                 &r.fields,
+                &r.search,
             ] {
                 binary_field(&mut buf, text.as_bytes());
             }
@@ -191,7 +195,7 @@ impl PgImport {
             OnConflict::Skip => {
                 // In file order, so the first occurrence of a key is the one inserted.
                 let sql = format!(
-                    "{INSERT_INTO} SELECT $1, {STAGED}, $2 FROM import_rows ORDER BY line{}",
+                    "{INSERT_INTO} SELECT $1, {STAGED}, $2, search_key FROM import_rows ORDER BY line{}",
                     on_conflict_sql(Upsert::Nothing, false, columns)
                 );
                 let inserted = sqlx::query(&sql)
@@ -207,7 +211,7 @@ impl PgImport {
                 // One statement must not touch a row twice: the last occurrence of each key,
                 // which is what applying the rows in order gives. `xmax = 0`: a new row.
                 let sql = format!(
-                    "WITH done AS ({INSERT_INTO} SELECT $1, {STAGED}, $2 \
+                    "WITH done AS ({INSERT_INTO} SELECT $1, {STAGED}, $2, search_key \
                      FROM (SELECT DISTINCT ON (email_key COLLATE \"C\") * FROM import_rows \
                            ORDER BY email_key COLLATE \"C\", line DESC) last \
                      ORDER BY line{} RETURNING (xmax = 0) AS fresh) \
@@ -227,7 +231,7 @@ impl PgImport {
                     .execute(&mut **tx)
                     .await?;
                 let sql = format!(
-                    "{INSERT_INTO} SELECT $1, {STAGED}, $2 FROM import_rows ORDER BY line{}",
+                    "{INSERT_INTO} SELECT $1, {STAGED}, $2, search_key FROM import_rows ORDER BY line{}",
                     on_conflict_sql(Upsert::Nothing, false, columns)
                 );
                 let inserted = sqlx::query(&sql)

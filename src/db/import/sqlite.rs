@@ -8,7 +8,7 @@ use chrono::SecondsFormat;
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
 use super::{
-    BATCH, BatchOutcome, ClientImport, Columns, Conflict, ConflictKind, INSERT_INTO, MAX_ID_SQL,
+    BatchOutcome, ClientImport, Columns, Conflict, ConflictKind, INSERT_INTO, MAX_ID_SQL,
     NewClient, OnConflict, Target, Upsert, keep_last, on_conflict_sql, split_first,
 };
 use crate::error::Result;
@@ -17,6 +17,10 @@ use crate::error::Result;
 /// Large enough to keep the unique index of a million clients mostly cached, small enough
 /// for the 64 MB peak RSS budget of a million-row import.
 const SQLITE_IMPORT_CACHE_KIB: i64 = 24 * 1024;
+
+/// Rows per INSERT: seven parameters each stay under SQLite's limit of 32,766; a batch of
+/// `BATCH` rows goes in as whole statements of this size (one cached text).
+const ROWS_PER_STATEMENT: usize = 2500;
 
 /// The import's transaction. Dropping it without `commit` rolls everything back.
 pub struct SqliteImport {
@@ -148,42 +152,56 @@ impl SqliteImport {
         Ok(id.is_some_and(|id| id > self.target.max_id_before))
     }
 
-    /// The multi-row statement; returns the number of rows inserted or updated.
-    async fn insert(&mut self, rows: Vec<NewClient>, upsert: Upsert) -> Result<u64> {
-        let sql = sqlite_insert_sql(
-            rows.len(),
-            &self.target,
-            upsert,
-            false,
-            &mut self.full_batch_sql,
-        );
-        let mut q = sqlx::query(&sql);
-        for r in rows {
-            q = q
-                .bind(r.email)
-                .bind(r.key)
-                .bind(r.full_name)
-                .bind(r.comment)
-                .bind(r.tags)
-                .bind(r.fields);
+    /// The multi-row statements; returns the number of rows inserted or updated.
+    async fn insert(&mut self, mut rows: Vec<NewClient>, upsert: Upsert) -> Result<u64> {
+        let mut done = 0;
+        while !rows.is_empty() {
+            let rest = rows.split_off(rows.len().min(ROWS_PER_STATEMENT));
+            let sql = sqlite_insert_sql(
+                rows.len(),
+                &self.target,
+                upsert,
+                false,
+                &mut self.full_batch_sql,
+            );
+            let mut q = sqlx::query(&sql);
+            for r in rows {
+                q = q
+                    .bind(r.email)
+                    .bind(r.key)
+                    .bind(r.full_name)
+                    .bind(r.comment)
+                    .bind(r.tags)
+                    .bind(r.fields)
+                    .bind(r.search);
+            }
+            done += q.execute(&mut *self.tx).await?.rows_affected();
+            rows = rest;
         }
-        Ok(q.execute(&mut *self.tx).await?.rows_affected())
+        Ok(done)
     }
 
     /// Inserts, skipping conflicts; returns the keys that went in.
-    async fn insert_returning_keys(&mut self, rows: Vec<NewClient>) -> Result<Vec<String>> {
-        let sql = sqlite_insert_sql(rows.len(), &self.target, Upsert::Nothing, true, &mut None);
-        let mut q = sqlx::query_scalar(&sql);
-        for r in rows {
-            q = q
-                .bind(r.email)
-                .bind(r.key)
-                .bind(r.full_name)
-                .bind(r.comment)
-                .bind(r.tags)
-                .bind(r.fields);
+    async fn insert_returning_keys(&mut self, mut rows: Vec<NewClient>) -> Result<Vec<String>> {
+        let mut keys = Vec::with_capacity(rows.len());
+        while !rows.is_empty() {
+            let rest = rows.split_off(rows.len().min(ROWS_PER_STATEMENT));
+            let sql = sqlite_insert_sql(rows.len(), &self.target, Upsert::Nothing, true, &mut None);
+            let mut q = sqlx::query_scalar(&sql);
+            for r in rows {
+                q = q
+                    .bind(r.email)
+                    .bind(r.key)
+                    .bind(r.full_name)
+                    .bind(r.comment)
+                    .bind(r.tags)
+                    .bind(r.fields)
+                    .bind(r.search);
+            }
+            keys.extend(q.fetch_all(&mut *self.tx).await?);
+            rows = rest;
         }
-        Ok(q.fetch_all(&mut *self.tx).await?)
+        Ok(keys)
     }
 }
 
@@ -198,7 +216,7 @@ fn sqlite_insert_sql(
     returning: bool,
     cache: &mut Option<String>,
 ) -> String {
-    let cacheable = n == BATCH && upsert == Upsert::Nothing && !returning;
+    let cacheable = n == ROWS_PER_STATEMENT && upsert == Upsert::Nothing && !returning;
     if cacheable && let Some(sql) = cache {
         return sql.clone();
     }
@@ -213,7 +231,7 @@ fn sqlite_insert_sql(
         if i > 0 {
             sql.push(',');
         }
-        sql.push_str(&format!("({owner_id},?,?,?,?,?,?,'{created}')"));
+        sql.push_str(&format!("({owner_id},?,?,?,?,?,?,'{created}',?)"));
     }
     sql.push_str(&on_conflict_sql(upsert, returning, target.columns));
     if cacheable {
@@ -224,6 +242,7 @@ fn sqlite_insert_sql(
 
 #[cfg(test)]
 mod tests {
+    use super::super::BATCH;
     use super::*;
     use chrono::{DateTime, Utc};
 
@@ -234,11 +253,12 @@ mod tests {
             .parse::<DateTime<Utc>>()
             .unwrap();
         let sql = sqlite_insert_sql(2, &target, Upsert::Nothing, false, &mut None);
-        let v = "(7,?,?,?,?,?,?,'2026-01-02T03:04:05.123456+00:00')";
+        let v = "(7,?,?,?,?,?,?,'2026-01-02T03:04:05.123456+00:00',?)";
         assert!(
             sql.contains(&format!("VALUES {v},{v} ON CONFLICT")),
             "{sql}"
         );
-        const { assert!(6 * BATCH <= 32766) };
+        const { assert!(7 * ROWS_PER_STATEMENT <= 32766) };
+        const { assert!(BATCH.is_multiple_of(ROWS_PER_STATEMENT)) };
     }
 }

@@ -1,0 +1,187 @@
+//! Issue 18, point 5: history that a user can trust. Attempts keep the address and name they
+//! went to after the client is deleted, counters never drop, a 4xx is `deferred` (not a
+//! final `failure`), success_rate counts recipients, stats by mailing carry the subject,
+//! deleting a mailing with history needs --purge-history, and CSV can carry a BOM for Excel.
+
+mod common;
+
+use common::servers::{SmtpServer, start_smtp};
+use common::{Caller, Env};
+use serde_json::Value;
+
+on_both_backends_mut!(deferred_failed_and_kept_after_delete, purge_history_and_bom);
+
+fn smtp(env: &mut Env) -> SmtpServer {
+    let server = start_smtp();
+    env.set("MAILCTL_SMTP_URL", &server.url());
+    env.set("MAILCTL_FROM", "News <news@example.org>");
+    server
+}
+
+fn attempts(caller: &Caller, extra: &[&str]) -> Vec<Value> {
+    let mut args = vec!["attempts", "list"];
+    args.extend_from_slice(extra);
+    caller.json(&args).as_array().unwrap().clone()
+}
+
+fn mailing_stats(caller: &Caller, mailing: i64) -> Value {
+    caller.json(&[
+        "stats",
+        "--by",
+        "mailing",
+        "--mailing",
+        &mailing.to_string(),
+    ])[0]
+        .clone()
+}
+
+fn deferred_failed_and_kept_after_delete(env: &mut Env) {
+    let server = smtp(env);
+    server.set_rules(
+        r#"{"rcpt": [{"match": "tempfail", "reply": "451 4.3.0 Try again later", "times": 1},
+                     {"match": "reject", "reply": "550 5.1.1 User unknown"}]}"#,
+    );
+    let ann = env.account("user", "ann");
+    let ok = ann.json(&[
+        "clients",
+        "add",
+        "--email",
+        "ok@example.com",
+        "--name",
+        "Иван Петров",
+    ])["id"]
+        .as_i64()
+        .unwrap();
+    let temp = ann.client("tempfail@example.com");
+    let bad = ann.client("reject@example.com");
+    let msg = ann.message("Winter news");
+    let mailing = ann.mailing(msg, &[ok, temp, bad]);
+
+    ann.run(&["send-due"]).success();
+    // The 451 is deferred, the 550 a final failure.
+    let deferred = attempts(&ann, &["--status", "deferred"]);
+    assert_eq!(deferred.len(), 1, "{deferred:?}");
+    assert_eq!(deferred[0]["email"], "tempfail@example.com");
+    let failed = attempts(&ann, &["--status", "failure"]);
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["email"], "reject@example.com");
+    let s = mailing_stats(&ann, mailing);
+    assert_eq!(
+        (
+            &s["attempted"],
+            &s["succeeded"],
+            &s["failed"],
+            &s["deferred"]
+        ),
+        (
+            &Value::from(3),
+            &Value::from(1),
+            &Value::from(1),
+            &Value::from(1)
+        ),
+        "{s}"
+    );
+    assert_eq!(s["subject"], "Winter news", "{s}");
+    // One reached, one refused for good; the deferred one has no outcome yet.
+    assert_eq!(s["success_rate"], 0.5, "{s}");
+
+    // The retry, due now.
+    env.set("MAILCTL_RETRY_DELAY", "0");
+    env.sql("UPDATE deliveries SET next_try_at = NULL WHERE state = 'pending'");
+    let ann = env.as_("ann");
+    ann.run(&["send-due"]).success();
+    let s = mailing_stats(&ann, mailing);
+    assert_eq!(s["recipients_reached"], 2, "{s}");
+    // Reached on the retry: 2 of the 3 recipients with a final outcome.
+    assert_eq!(s["success_rate"], 0.6667, "{s}");
+    assert_eq!(s["deferred"], 1, "{s}");
+
+    // The client is deleted: its attempts keep address, name and id; counters do not drop.
+    ann.run(&["clients", "delete", &ok.to_string(), "--yes"])
+        .success();
+    let kept: Vec<Value> = attempts(&ann, &["--mailing", &mailing.to_string()])
+        .into_iter()
+        .filter(|a| a["email"] == "ok@example.com")
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0]["full_name"], "Иван Петров");
+    assert_eq!(kept[0]["client_id"], ok);
+    assert_eq!(kept[0]["status"], "success");
+    let after = mailing_stats(&ann, mailing);
+    assert_eq!(after["recipients_reached"], 2, "{after}");
+    assert_eq!(after["succeeded"], 2, "{after}");
+    // A rebuild of the counters from the attempts agrees.
+    env.admin().run(&["stats", "--rebuild"]).success();
+    let rebuilt = mailing_stats(&ann, mailing);
+    assert_eq!(rebuilt["recipients_reached"], 2, "{rebuilt}");
+    assert_eq!(rebuilt["deferred"], 1, "{rebuilt}");
+    assert_eq!(rebuilt["failed"], 1, "{rebuilt}");
+}
+
+fn purge_history_and_bom(env: &mut Env) {
+    let _server = smtp(env);
+    let ann = env.account("user", "ann");
+    let c = ann.client("c@example.com");
+    let sent = ann.mailing(ann.message("Sent one"), &[c]);
+    ann.run(&["send-due"]).success();
+    let unsent = ann.mailing(ann.message("Never sent"), &[c]);
+    let before = env.count("SELECT COUNT(*) FROM attempts");
+    assert_eq!(before, 1);
+
+    // With history: refused, naming the flag; nothing deleted (not even the other mailing).
+    let r = ann.run(&[
+        "mailings",
+        "delete",
+        &unsent.to_string(),
+        &sent.to_string(),
+        "--yes",
+    ]);
+    r.expect_code(5);
+    assert!(r.stderr().contains("--purge-history"), "{}", r.stderr());
+    assert!(r.stderr().contains(&sent.to_string()), "{}", r.stderr());
+    ann.run(&["mailings", "show", &unsent.to_string()])
+        .success();
+    ann.run(&["mailings", "show", &sent.to_string()]).success();
+    assert_eq!(env.count("SELECT COUNT(*) FROM attempts"), 1);
+
+    // A mailing without attempts goes without the flag.
+    ann.run(&["mailings", "delete", &unsent.to_string(), "--yes"])
+        .success();
+    // Stats as CSV for Excel: a BOM only when asked.
+    let plain = ann
+        .run(&["stats", "--by", "mailing", "--format", "csv"])
+        .success()
+        .output
+        .stdout
+        .clone();
+    assert!(
+        plain.starts_with(b"mailing_id,owner_id,subject,"),
+        "{plain:?}"
+    );
+    let bom = ann
+        .run(&["stats", "--by", "mailing", "--format", "csv", "--bom"])
+        .success()
+        .output
+        .stdout
+        .clone();
+    assert!(bom.starts_with("\u{feff}mailing_id,".as_bytes()), "{bom:?}");
+    assert!(String::from_utf8(bom).unwrap().contains("Sent one"));
+    let attempts_csv = ann
+        .run(&["attempts", "list", "--format", "csv", "--bom"])
+        .success()
+        .output
+        .stdout
+        .clone();
+    assert!(attempts_csv.starts_with("\u{feff}id,".as_bytes()));
+
+    ann.run(&[
+        "mailings",
+        "delete",
+        &sent.to_string(),
+        "--yes",
+        "--purge-history",
+    ])
+    .success();
+    assert_eq!(env.count("SELECT COUNT(*) FROM attempts"), 0);
+    assert_eq!(env.count("SELECT COUNT(*) FROM mailing_stats"), 0);
+}
