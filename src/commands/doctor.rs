@@ -55,8 +55,13 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
     let config = &ctx.config;
     let mut checks = Vec::new();
 
-    // A missing file is reported, not created (as every command but `migrate` and `csu` does).
-    let opened = match crate::db::must_exist(&config.database_url) {
+    // A missing file elsewhere than the default location is reported, not created (as every
+    // command but `migrate` and `csu` does).
+    let exists = match config.database_is_default() {
+        true => Ok(()),
+        false => crate::db::must_exist(&config.database_url),
+    };
+    let opened = match exists {
         Ok(()) => Db::connect(&config.database_url, 1).await,
         Err(e) => Err(e),
     };
