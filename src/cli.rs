@@ -484,6 +484,7 @@ pub enum MessagesCmd {
         after_help = "Without --client, placeholders are filled from the owner's first client (or a made-up one).\n\nExample:\n  mailctl messages preview 3 --client 12 > letter.eml"
     )]
     Preview {
+        /// Message id
         id: i64,
         /// Personalise for this client
         #[arg(long, value_name = "ID")]
@@ -612,6 +613,7 @@ pub enum MailingsCmd {
     /// Print the exact letter of the mailing (with its Message-ID and List-Unsubscribe) for one recipient
     #[command(after_help = "Example:\n  mailctl mailings preview 7 --client 12")]
     Preview {
+        /// Mailing id
         id: i64,
         /// This recipient (default: the mailing's first)
         #[arg(long, value_name = "ID")]
@@ -622,6 +624,7 @@ pub enum MailingsCmd {
         after_help = "Prints the server's reply; exit 1 when the server refuses the letter.\n\nExample:\n  mailctl mailings test 7 --to me@example.com --client 12"
     )]
     Test {
+        /// Mailing id
         id: i64,
         /// Where the test copy goes
         #[arg(long, value_name = "ADDRESS")]
@@ -666,6 +669,7 @@ pub enum MailingsCmd {
     /// Each recipient with its delivery state, tries, last reply and time
     #[command(after_help = "Example:\n  mailctl mailings recipients 7 --state failed --format csv")]
     Recipients {
+        /// Mailing id
         id: i64,
         /// Only recipients in this state
         #[arg(long, value_enum)]

@@ -182,6 +182,7 @@ mod tests {
             client_id: 1,
             email: "a@example.com".into(),
             full_name: String::new(),
+            fields: "{}".into(),
             state: state.map(str::to_string),
             next_try_at: None,
             lease_until: None,
