@@ -49,11 +49,15 @@ impl Record for Client {
             time(&self.created_at),
         ]
     }
-    /// Tags as in the import (`news;vip`), fields as a JSON object.
+    /// Tags as in the import (`news;vip`), fields as a JSON object, the time in RFC 3339 UTC
+    /// as in JSON.
     fn csv_cells(&self) -> Option<Vec<String>> {
         let mut cells = self.cells();
         cells[4] = self.tags.cell();
         cells[5] = self.fields.stored();
+        cells[7] = self
+            .created_at
+            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
         Some(cells)
     }
 }

@@ -80,10 +80,20 @@ impl Record for Mailing {
             time(&self.created_at),
         ]
     }
-    /// Tags as in the import (`news;vip`).
+    /// Times in RFC 3339 UTC as in JSON, tags as in the import (`news;vip`).
     fn csv_cells(&self) -> Option<Vec<String>> {
+        let utc = |t: &DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
         let mut cells = self.cells();
-        cells[9] = self.tags.cell();
+        let at = |name: &str| {
+            Self::HEADERS
+                .iter()
+                .position(|h| *h == name)
+                .expect("a mailing column")
+        };
+        cells[at("start_at")] = utc(&self.start_at);
+        cells[at("end_at")] = utc(&self.end_at);
+        cells[at("created_at")] = utc(&self.created_at);
+        cells[at("tags")] = self.tags.cell();
         Some(cells)
     }
 }
