@@ -756,7 +756,7 @@ fn attempts_list_is_scoped_and_filtered(env: &mut Env) {
     let mut lines = text.lines();
     assert_eq!(
         lines.next(),
-        Some("id,mailing_id,client_id,email,attempted_at,status,server_response")
+        Some("id,mailing_id,client_id,email,full_name,attempted_at,status,server_response")
     );
     assert_eq!(lines.count(), 2);
 }

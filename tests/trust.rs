@@ -112,14 +112,14 @@ fn tables_fit_and_escape(env: &mut Env) {
     assert!(out.contains('…'), "a long cell ends in …:\n{out}");
     // With room for the short columns, only the long comment is cut: email and time whole.
     let mut wider = env.command("ann");
-    wider.env("COLUMNS", "110").args(["clients", "list"]);
+    wider.env("COLUMNS", "140").args(["clients", "list"]);
     let out110 = String::from_utf8(wider.output().unwrap().stdout).unwrap();
     assert_eq!(out110.lines().count(), 6, "{out110}");
     assert!(out110.contains("wide@example.com"), "{out110}");
     assert!(out110.contains("created_at"), "{out110}");
     assert!(out110.contains("a very long comment"), "{out110}");
     assert!(!out110.contains(long), "{out110}");
-    assert!(out110.lines().all(|l| l.chars().count() <= 110), "{out110}");
+    assert!(out110.lines().all(|l| l.chars().count() <= 140), "{out110}");
     // Control characters are shown, not obeyed.
     assert!(!out.contains('\r') && !out.contains('\x1b'), "{out:?}");
     assert!(
