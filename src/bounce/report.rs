@@ -360,7 +360,11 @@ pub fn message_ids(raw: &[u8], domain: &str) -> Vec<(i64, i64)> {
         if !end[..suffix.len()].eq_ignore_ascii_case(suffix.as_bytes()) {
             continue;
         }
-        let num = |s: &[u8]| std::str::from_utf8(s).ok()?.parse::<i64>().ok();
+        // Ids start at 1: `mailing-0` or `mailing-007` is no Message-ID of ours.
+        let num = |s: &[u8]| {
+            let n = std::str::from_utf8(s).ok()?.parse::<i64>().ok()?;
+            (n > 0 && s[0] != b'0').then_some(n)
+        };
         if let (Some(mid), Some(cid)) = (num(&rest[..m]), num(&tail[..c]))
             && !found.contains(&(mid, cid))
         {
@@ -393,6 +397,9 @@ mod tests {
         assert_eq!(address("rfc822; nobody"), None);
         let raw = b"In-Reply-To: <mailing-7.client-42@Example.COM>\r\n<mailing-7.client-42@example.com> <mailing-x.client-1@example.com> <mailing-1.client-2@other.org>";
         assert_eq!(message_ids(raw, "example.com"), vec![(7, 42)]);
+        // Found by the fuzz test: no id is 0, and ours are written without leading zeros.
+        let raw = b"<mailing-0.client-2@example.com> <mailing-1.client-0@example.com> <mailing-01.client-2@example.com>";
+        assert_eq!(message_ids(raw, "example.com"), vec![]);
     }
 
     #[test]
