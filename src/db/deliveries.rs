@@ -188,7 +188,8 @@ pub async fn claimable(db: &Db, mailing_ids: &[i64], now: DateTime<Utc>) -> Resu
 }
 
 /// A delivery claimed by this worker, with what its letter needs.
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// (On SQLite read from a JSON array of the fields in this order.)
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
 pub struct Claimed {
     pub id: i64,
     pub mailing_id: i64,
@@ -244,39 +245,122 @@ enum Due {
 /// SQLite: the transaction holds the database's single write lock.
 pub async fn turn(db: &Db, claim: Option<&Claim<'_>>, done: &[Finished]) -> Result<Taken> {
     let mut out = Taken::default();
-    let lapsed = claim_sql(db, Due::Lapsed);
-    let retry = claim_sql(db, Due::Retry);
-    let fresh = claim_sql(db, Due::Fresh);
-    on_pool!(db, p => {
-        let mut tx = p.begin().await?;
-        if let Some(c) = claim {
-            'mailings: for &mailing in c.mailing_ids {
-                let mut found = 0;
-                for (sql, due) in [(&lapsed, Due::Lapsed), (&retry, Due::Retry), (&fresh, Due::Fresh)] {
-                    if !matches!(due, Due::Fresh) && !c.sweep {
-                        continue;
-                    }
-                    let want = c.n - out.rows.len();
-                    if want == 0 {
-                        break 'mailings;
-                    }
-                    let more = sqlx::query_as::<_, Claimed>(sql)
-                        .bind(c.now).bind(c.lease_until).bind(want as i64).bind(mailing)
-                        .fetch_all(&mut *tx).await?;
-                    found += more.len();
-                    out.rows.extend(more);
-                }
-                if found == 0 {
-                    out.drained.push(mailing);
-                }
+    match db {
+        Db::Sqlite(p) => {
+            let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
+            if let Some(c) = claim {
+                claim_sqlite(&mut tx, c, &mut out).await?;
             }
+            tx.record_tries(done).await?;
+            tx.commit().await?;
         }
-        tx.record_tries(done).await?;
-        tx.commit().await?;
-        Ok::<_, sqlx::Error>(())
-    })?;
+        Db::Postgres(p) => {
+            let mut tx = p.begin().await?;
+            if let Some(c) = claim {
+                claim_postgres(&mut tx, c, &mut out).await?;
+            }
+            tx.record_tries(done).await?;
+            tx.commit().await?;
+        }
+    }
     out.rows.sort_by_key(|r| r.id);
     Ok(out)
+}
+
+/// Which kinds of due rows a claim looks at, in order.
+fn kinds(c: &Claim<'_>) -> impl Iterator<Item = Due> {
+    [Due::Lapsed, Due::Retry, Due::Fresh]
+        .into_iter()
+        .filter(move |d| c.sweep || matches!(d, Due::Fresh))
+}
+
+async fn claim_postgres(
+    tx: &mut sqlx::PgConnection,
+    c: &Claim<'_>,
+    out: &mut Taken,
+) -> sqlx::Result<()> {
+    'mailings: for &mailing in c.mailing_ids {
+        let mut found = 0;
+        for due in kinds(c) {
+            let want = c.n - out.rows.len();
+            if want == 0 {
+                break 'mailings;
+            }
+            let more = sqlx::query_as::<_, Claimed>(&claim_sql(due))
+                .bind(c.now)
+                .bind(c.lease_until)
+                .bind(want as i64)
+                .bind(mailing)
+                .fetch_all(&mut *tx)
+                .await?;
+            found += more.len();
+            out.rows.extend(more);
+        }
+        if found == 0 {
+            out.drained.push(mailing);
+        }
+    }
+    Ok(())
+}
+
+/// SQLite: the due rows are read with what their letters need in one row of JSON, then
+/// marked by id. sqlx hands each result row from SQLite's thread to ours on its own, which
+/// cost more than the claim's SQL did. Reading before writing is safe: the turn holds the
+/// write lock from its start (`BEGIN IMMEDIATE`).
+async fn claim_sqlite(
+    tx: &mut sqlx::SqliteConnection,
+    c: &Claim<'_>,
+    out: &mut Taken,
+) -> sqlx::Result<()> {
+    'mailings: for &mailing in c.mailing_ids {
+        let mut found = 0;
+        for due in kinds(c) {
+            let want = c.n - out.rows.len();
+            if want == 0 {
+                break 'mailings;
+            }
+            let rows: String = sqlx::query_scalar(&sqlite_due_sql(due))
+                .bind(c.now)
+                .bind(want as i64)
+                .bind(mailing)
+                .fetch_one(&mut *tx)
+                .await?;
+            let rows: Vec<Claimed> =
+                serde_json::from_str(&rows).map_err(|e| sqlx::Error::Decode(e.into()))?;
+            if rows.is_empty() {
+                continue;
+            }
+            let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+            sqlx::query(
+                "UPDATE deliveries SET state = 'sending', tries = tries + 1, lease_until = $2, \
+                   updated_at = $1 WHERE id IN (SELECT value FROM json_each($3))",
+            )
+            .bind(c.now)
+            .bind(c.lease_until)
+            .bind(serde_json::to_string(&ids).map_err(|e| sqlx::Error::Encode(e.into()))?)
+            .execute(&mut *tx)
+            .await?;
+            found += rows.len();
+            out.rows.extend(rows);
+        }
+        if found == 0 {
+            out.drained.push(mailing);
+        }
+    }
+    Ok(())
+}
+
+/// SQLite: `$1` now, `$2` how many, `$3` the mailing; the due rows (as [`claim_sql`] picks
+/// them) as one JSON array of [id, mailing, client, tries after this claim, email, name,
+/// fields, suppressed].
+fn sqlite_due_sql(due: Due) -> String {
+    let candidates = candidates_sql(due, "$3", "$2");
+    format!(
+        "SELECT json_group_array(json_array(d.id, d.mailing_id, d.client_id, d.tries + 1, \
+           c.email, c.full_name, c.fields, json(CASE WHEN EXISTS (SELECT 1 FROM suppressions s \
+             WHERE s.owner_id = c.owner_id AND s.email_key = c.email_key) THEN 'true' ELSE 'false' END))) \
+         FROM ({candidates}) AS due JOIN deliveries d ON d.id = due.id JOIN clients c ON c.id = d.client_id"
+    )
 }
 
 /// `$1` now, `$2` the lease, `$3` how many, `$4` the mailing. The candidates come from one
@@ -285,7 +369,24 @@ pub async fn turn(db: &Db, claim: Option<&Claim<'_>>, done: &[Finished]) -> Resu
 /// Whether the owner may still write to the address is looked up per claimed row in the
 /// RETURNING list, where it cannot turn into a join over all clients; such rows come back
 /// with `suppressed` set and are recorded as suppressed instead of sent.
-fn claim_sql(db: &Db, due: Due) -> String {
+fn claim_sql(due: Due) -> String {
+    let candidates = candidates_sql(due, "$4", "$3");
+    let suppressed = "EXISTS (SELECT 1 FROM suppressions s \
+         WHERE s.owner_id = c.owner_id AND s.email_key = c.email_key) AS suppressed";
+    format!(
+        "UPDATE deliveries SET state = 'sending', tries = deliveries.tries + 1, lease_until = $2, \
+           updated_at = $1 \
+         FROM clients c \
+         WHERE deliveries.id = ANY(ARRAY({candidates} FOR UPDATE SKIP LOCKED)) \
+           AND c.id = deliveries.client_id \
+         RETURNING deliveries.id, deliveries.mailing_id, deliveries.client_id, deliveries.tries, \
+           c.email, c.full_name, c.fields, {suppressed}"
+    )
+}
+
+/// The ids of up to `limit` rows of `mailing` due now (`$1`) of one kind, from its partial
+/// index (migration 0008), in index order.
+fn candidates_sql(due: Due, mailing: &str, limit: &str) -> String {
     let (condition, order) = match due {
         Due::Lapsed => (
             "d.state = 'sending' AND d.lease_until < $1",
@@ -297,34 +398,10 @@ fn claim_sql(db: &Db, due: Due) -> String {
         ),
         Due::Fresh => ("d.state = 'pending' AND d.next_try_at IS NULL", "d.id"),
     };
-    let candidates = format!(
-        "SELECT d.id FROM deliveries d WHERE d.mailing_id = $4 AND {condition} \
-         ORDER BY {order} LIMIT $3"
-    );
-    // The recipient's address and name come back with the row: on PostgreSQL by joining
-    // `clients` once; SQLite's RETURNING cannot see a joined table, so there per column.
-    let suppressed = "EXISTS (SELECT 1 FROM suppressions s \
-         WHERE s.owner_id = c.owner_id AND s.email_key = c.email_key) AS suppressed";
-    match db {
-        Db::Postgres(_) => format!(
-            "UPDATE deliveries SET state = 'sending', tries = deliveries.tries + 1, lease_until = $2, \
-               updated_at = $1 \
-             FROM clients c \
-             WHERE deliveries.id = ANY(ARRAY({candidates} FOR UPDATE SKIP LOCKED)) \
-               AND c.id = deliveries.client_id \
-             RETURNING deliveries.id, deliveries.mailing_id, deliveries.client_id, deliveries.tries, \
-               c.email, c.full_name, c.fields, {suppressed}"
-        ),
-        Db::Sqlite(_) => format!(
-            "UPDATE deliveries SET state = 'sending', tries = tries + 1, lease_until = $2, updated_at = $1 \
-             WHERE id IN ({candidates}) \
-             RETURNING id, mailing_id, client_id, tries, \
-               (SELECT c.email FROM clients c WHERE c.id = deliveries.client_id) AS email, \
-               (SELECT c.full_name FROM clients c WHERE c.id = deliveries.client_id) AS full_name, \
-               (SELECT c.fields FROM clients c WHERE c.id = deliveries.client_id) AS fields, \
-               {SUPPRESSED} AS suppressed"
-        ),
-    }
+    format!(
+        "SELECT d.id FROM deliveries d WHERE d.mailing_id = {mailing} AND {condition} \
+         ORDER BY {order} LIMIT {limit}"
+    )
 }
 
 /// Records the journaled letters of a dead run (all accepted by the relay) whose claim still
