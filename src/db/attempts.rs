@@ -36,6 +36,8 @@ pub struct Finished {
     pub client_id: i64,
     pub owner_id: i64,
     pub email: String,
+    /// The recipient's name as the letter was addressed (empty: look it up).
+    pub full_name: String,
     /// The claim's lease: the row is updated only while this claim still holds it.
     pub lease_until: DateTime<Utc>,
     pub attempted_at: DateTime<Utc>,
@@ -163,7 +165,8 @@ impl RecordTries for sqlx::SqliteConnection {
                     sqlite_time(&f.attempted_at),
                     status(f),
                     f.reply,
-                    f.email
+                    f.email,
+                    f.full_name
                 ])
             })
             .collect();
@@ -178,8 +181,9 @@ impl RecordTries for sqlx::SqliteConnection {
         .await?;
         sqlx::query(
             "INSERT INTO attempts (mailing_id, client_id, attempted_at, status, server_response, email, full_name) \
-             SELECT v.value ->> 0, v.value ->> 1, v.value ->> 2, v.value ->> 3, v.value ->> 4, v.value ->> 5, c.full_name \
-             FROM json_each($1) AS v LEFT JOIN clients c ON c.id = v.value ->> 1 ORDER BY v.key",
+             SELECT v.value ->> 0, v.value ->> 1, v.value ->> 2, v.value ->> 3, v.value ->> 4, v.value ->> 5, \
+               coalesce(nullif(v.value ->> 6, ''), (SELECT c.full_name FROM clients c WHERE c.id = v.value ->> 1)) \
+             FROM json_each($1) AS v ORDER BY v.key",
         )
         .bind(serde_json::Value::Array(attempts).to_string())
         .execute(&mut *self)
@@ -285,10 +289,11 @@ impl RecordTries for sqlx::PgConnection {
         if !tried.is_empty() {
             sqlx::query(
                 "INSERT INTO attempts (mailing_id, client_id, attempted_at, status, server_response, email, full_name) \
-                 SELECT v.mailing_id, v.client_id, v.attempted_at, v.status, v.reply, v.email, c.full_name \
-                 FROM unnest($1::bigint[], $2::bigint[], $3::timestamptz[], $4::text[], $5::text[], $6::text[]) \
-                      WITH ORDINALITY AS v(mailing_id, client_id, attempted_at, status, reply, email, n) \
-                 LEFT JOIN clients c ON c.id = v.client_id ORDER BY v.n",
+                 SELECT v.mailing_id, v.client_id, v.attempted_at, v.status, v.reply, v.email, \
+                   coalesce(nullif(v.full_name, ''), (SELECT c.full_name FROM clients c WHERE c.id = v.client_id)) \
+                 FROM unnest($1::bigint[], $2::bigint[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::text[]) \
+                      WITH ORDINALITY AS v(mailing_id, client_id, attempted_at, status, reply, email, full_name, n) \
+                 ORDER BY v.n",
             )
             .bind(tried.iter().map(|f| f.mailing_id).collect::<Vec<_>>())
             .bind(tried.iter().map(|f| f.client_id).collect::<Vec<_>>())
@@ -296,6 +301,7 @@ impl RecordTries for sqlx::PgConnection {
             .bind(tried.iter().map(|f| status(f)).collect::<Vec<_>>())
             .bind(tried.iter().map(|f| f.reply.as_str()).collect::<Vec<_>>())
             .bind(tried.iter().map(|f| f.email.as_str()).collect::<Vec<_>>())
+            .bind(tried.iter().map(|f| f.full_name.as_str()).collect::<Vec<_>>())
             .execute(&mut *self)
             .await?;
         }

@@ -57,6 +57,9 @@ struct Entry {
     c: i64,
     o: i64,
     e: String,
+    /// The recipient's name (absent in journals of versions before it was written down).
+    #[serde(default)]
+    n: String,
     l: i64,
     a: i64,
     r: String,
@@ -70,6 +73,7 @@ struct EntryRef<'a> {
     c: i64,
     o: i64,
     e: &'a str,
+    n: &'a str,
     l: i64,
     a: i64,
     r: &'a str,
@@ -161,6 +165,7 @@ impl Journal {
             c: f.client_id,
             o: f.owner_id,
             e: &f.email,
+            n: &f.full_name,
             l: f.lease_until.timestamp_micros(),
             a: f.attempted_at.timestamp_micros(),
             r: &f.reply,
@@ -326,6 +331,7 @@ fn read_entries(dir: &Path, run: &str) -> Vec<Finished> {
                     client_id: e.c,
                     owner_id: e.o,
                     email: e.e,
+                    full_name: e.n,
                     lease_until,
                     attempted_at,
                     next: Next::Sent,

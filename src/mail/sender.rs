@@ -723,6 +723,7 @@ fn finished(
         client_id: c.client_id,
         owner_id: run.templates.get(&c.mailing_id).map(|t| t.1).unwrap_or(0),
         email: c.email.clone(),
+        full_name: c.full_name.clone(),
         lease_until,
         attempted_at,
         next,
