@@ -410,6 +410,37 @@ fn maildir_stdin_and_unreadable_input(env: &mut Env) {
         run.stdout()
     );
 
+    // A NUL in the diagnostic (PostgreSQL text cannot hold one) is recorded as a space. Not
+    // a raw one (a message with a NUL byte is garbage): quoted-printable `=00`.
+    let nul = report(
+        "postfix_hard",
+        &paths["olga@example.com"],
+        "olga@example.com",
+        &mid(m, olga),
+        "nul",
+    )
+    .replace(
+        "Content-Type: message/delivery-status\n",
+        "Content-Type: message/delivery-status\nContent-Transfer-Encoding: quoted-printable\n",
+    )
+    .replace("mailbox table", "mailbox=00table");
+    assert!(nul.contains("quoted-printable") && nul.contains("=00"));
+    let run = system.stdin(&["bounces", "import", "--format", "json"], &nul);
+    assert_eq!(counts(&run.success().json()), [1, 1, 0, 0, 0, 0, 0]);
+    let bounced = ann.json(&["attempts", "list", "--status", "bounced"]);
+    assert!(
+        bounced
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["client_id"] == olga
+                && a["server_response"]
+                    .as_str()
+                    .unwrap()
+                    .contains("mailbox table")),
+        "{bounced}"
+    );
+
     // Input that cannot be read: exit 1 naming it, nothing changed.
     let before = env.count("SELECT COUNT(*) FROM attempts");
     let missing = env.dir.path().join("no-such.mbox");

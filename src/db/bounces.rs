@@ -12,6 +12,7 @@
 //! whole (`Applied::Refused`), the others are recorded. Any other database error (connection,
 //! disk, deadlock) ends the run with nothing of the batch written.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Duration, Utc};
@@ -237,11 +238,11 @@ async fn record<C: Writes>(
             }
             Kind::Complaint => Some("complained"),
         };
-        if let Some(reason) = reason {
-            if let std::collections::hash_map::Entry::Vacant(v) = suppressed_by.entry(address(e)) {
-                v.insert(i);
-                suppress.push((address(e).0, address(e).1, reason));
-            }
+        if let Some(reason) = reason
+            && let Entry::Vacant(v) = suppressed_by.entry(address(e))
+        {
+            v.insert(i);
+            suppress.push((address(e).0, address(e).1, reason));
         }
     }
     c.fail_deliveries(&failed, at).await?;
