@@ -154,7 +154,8 @@ fn clip(mut s: String) -> String {
         }
         s.truncate(end);
     }
-    s.replace(['\r', '\n'], " ")
+    // One line, and no NUL: PostgreSQL text cannot hold one (the report would be refused).
+    s.replace(|c: char| c.is_control(), " ")
 }
 
 /// `5.1.1` -> Hard, `4.2.2` -> Soft; anything else is no failure.
@@ -413,5 +414,10 @@ mod tests {
             Some(Kind::Soft)
         );
         assert_eq!(status_in_text("no code at all 2026"), None);
+    }
+
+    #[test]
+    fn texts_are_one_line_without_control_characters() {
+        assert_eq!(clip("550\0 5.1.1\r\n\tgone".into()), "550  5.1.1   gone");
     }
 }

@@ -65,6 +65,8 @@ enum Outcome {
     Duplicate,
     Unmatched(&'static str),
     Malformed(&'static str),
+    /// The database refused its rows (counted as malformed): nothing of it was written.
+    Refused(String),
 }
 
 pub async fn run(ctx: &Ctx, cmd: BouncesCmd) -> Result<()> {
@@ -105,14 +107,21 @@ pub async fn run(ctx: &Ctx, cmd: BouncesCmd) -> Result<()> {
                     sum.suppressed += u64::from(suppressed);
                 }
                 Outcome::Duplicate => sum.duplicates += 1,
-                Outcome::Unmatched(why) | Outcome::Malformed(why) => {
-                    let malformed = matches!(outcome, Outcome::Malformed(_));
-                    let label = if malformed {
-                        sum.malformed += 1;
-                        "malformed"
-                    } else {
-                        sum.unmatched += 1;
-                        "unmatched"
+                rejected => {
+                    let (label, why) = match rejected {
+                        Outcome::Unmatched(why) => {
+                            sum.unmatched += 1;
+                            ("unmatched", why.to_string())
+                        }
+                        Outcome::Refused(why) => {
+                            sum.malformed += 1;
+                            ("malformed", format!("not recorded: {why}"))
+                        }
+                        Outcome::Malformed(why) => {
+                            sum.malformed += 1;
+                            ("malformed", why.to_string())
+                        }
+                        Outcome::Recorded(..) | Outcome::Duplicate => unreachable!("matched above"),
                     };
                     eprintln!("message {}: {label}: {why}", sum.read);
                     if let Some(dir) = &rejects {
@@ -130,7 +139,7 @@ pub async fn run(ctx: &Ctx, cmd: BouncesCmd) -> Result<()> {
 }
 
 /// Reports per transaction: one commit per report would cap the import at the database's
-/// fsync rate (benches/bounces.sh).
+/// fsync rate (benches/bounces.sh). Each message is still all or nothing (db::bounces).
 const BATCH: usize = 500;
 
 /// A report tied to the letter it is about, or why not.
@@ -208,12 +217,11 @@ async fn batch(
                 recipient: s,
                 kind: r.kind,
                 text: &r.text,
-                at,
             }),
             _ => None,
         })
         .collect();
-    let mut applied = db_bounces::apply_all(db, &events).await?.into_iter();
+    let mut applied = db_bounces::apply_all(db, at, &events).await?.into_iter();
     Ok(tied
         .into_iter()
         .map(|t| match t {
@@ -221,6 +229,7 @@ async fn batch(
             Tied::Letter(r, _) => match applied.next().expect("one result per event") {
                 Applied::Recorded { suppressed } => Outcome::Recorded(r.kind, suppressed),
                 Applied::Duplicate => Outcome::Duplicate,
+                Applied::Refused(why) => Outcome::Refused(why),
             },
         })
         .collect())

@@ -15,9 +15,16 @@ pub async fn secret(db: &Db, name: &str) -> Result<Vec<u8>> {
     let sql_insert =
         "INSERT INTO secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING";
     let sql_read = "SELECT value FROM secrets WHERE name = $1";
+    // Read first: the insert is a write (on SQLite it waits for the one writer) that is only
+    // needed once per installation.
     let value: String = on_pool!(db, p => {
-        sqlx::query(sql_insert).bind(name).bind(&fresh).execute(p).await?;
-        sqlx::query_scalar(sql_read).bind(name).fetch_one(p).await
+        match sqlx::query_scalar(sql_read).bind(name).fetch_optional(p).await? {
+            Some(v) => Ok(v),
+            None => {
+                sqlx::query(sql_insert).bind(name).bind(&fresh).execute(p).await?;
+                sqlx::query_scalar(sql_read).bind(name).fetch_one(p).await
+            }
+        }
     })?;
     Ok(value.into_bytes())
 }
