@@ -500,8 +500,9 @@ fn import_while(env: &Env, statement: &str, args: &[&str]) -> std::process::Outp
 }
 
 /// Until the import waits for the lock the other transaction holds. PostgreSQL shows it
-/// waiting; SQLite does not, so there the import gets two seconds to read (it needs a few
-/// milliseconds) before it blocks on the one writer's lock.
+/// waiting; SQLite does not, so there the import gets four seconds to read (it needs a few
+/// milliseconds; the margin is for a loaded CI machine, well inside the 30 s busy timeout)
+/// before it blocks on the one writer's lock.
 fn wait_until_blocked(env: &Env, child: &mut std::process::Child) {
     let started = std::time::Instant::now();
     loop {
@@ -509,7 +510,7 @@ fn wait_until_blocked(env: &Env, child: &mut std::process::Child) {
             panic!("the import ended ({status}) before it waited for the lock");
         }
         match env.backend {
-            common::Backend::Sqlite if started.elapsed().as_secs() >= 2 => return,
+            common::Backend::Sqlite if started.elapsed().as_secs() >= 4 => return,
             common::Backend::Postgres => {
                 let waiting = common::servers::psql(
                     &env.db_url,
