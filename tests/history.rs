@@ -9,7 +9,11 @@ use common::servers::{SmtpServer, start_smtp};
 use common::{Caller, Env};
 use serde_json::Value;
 
-on_both_backends_mut!(deferred_failed_and_kept_after_delete, purge_history_and_bom);
+on_both_backends_mut!(
+    deferred_failed_and_kept_after_delete,
+    purge_history_and_bom,
+    message_delete_keeps_history
+);
 
 fn smtp(env: &mut Env) -> SmtpServer {
     let server = start_smtp();
@@ -182,6 +186,70 @@ fn purge_history_and_bom(env: &mut Env) {
         "--purge-history",
     ])
     .success();
+    assert_eq!(env.count("SELECT COUNT(*) FROM attempts"), 0);
+    assert_eq!(env.count("SELECT COUNT(*) FROM mailing_stats"), 0);
+}
+
+/// `messages delete --force` takes the message's mailings along: one with send attempts only
+/// with --purge-history, as `mailings delete` (before the prompt, and all or nothing).
+fn message_delete_keeps_history(env: &mut Env) {
+    let _server = smtp(env);
+    let ann = env.account("user", "ann");
+    let c = ann.client("c@example.com");
+    let sent_msg = ann.message("Sent one");
+    let sent = ann.mailing(sent_msg, &[c]);
+    ann.run(&["send-due"]).success();
+    let idle_msg = ann.message("Never sent");
+    let idle = ann.mailing(idle_msg, &[c]);
+    assert_eq!(env.count("SELECT COUNT(*) FROM attempts"), 1);
+    let (sent_msg, idle_msg) = (sent_msg.to_string(), idle_msg.to_string());
+
+    // Refused without --purge-history (even without --yes: before any prompt), naming the
+    // flag and the mailing; nothing deleted, not even the message listed first.
+    for extra in [&["--yes"][..], &[]] {
+        let mut args = vec!["messages", "delete", &idle_msg, &sent_msg, "--force"];
+        args.extend_from_slice(extra);
+        let r = ann.run(&args);
+        r.expect_code(5);
+        assert!(r.stderr().contains("--purge-history"), "{}", r.stderr());
+        assert!(
+            r.stderr().contains(&format!("mailing {sent}")),
+            "{}",
+            r.stderr()
+        );
+        assert_eq!(r.stderr().trim().lines().count(), 1, "{}", r.stderr());
+    }
+    ann.run(&["messages", "show", &idle_msg]).success();
+    ann.run(&["mailings", "show", &idle.to_string()]).success();
+    ann.run(&["messages", "show", &sent_msg]).success();
+    assert_eq!(env.count("SELECT COUNT(*) FROM attempts"), 1);
+    assert_eq!(env.count("SELECT COUNT(*) FROM mailing_stats"), 1);
+
+    // --purge-history without --force: the message is still in use, so --force is asked for.
+    let r = ann.run(&["messages", "delete", &sent_msg, "--yes", "--purge-history"]);
+    r.expect_code(5);
+    assert!(r.stderr().contains("--force"), "{}", r.stderr());
+
+    // A message whose mailings never sent goes with --force alone.
+    ann.run(&["messages", "delete", &idle_msg, "--yes", "--force"])
+        .success();
+    ann.run(&["mailings", "show", &idle.to_string()])
+        .expect_code(4);
+    assert_eq!(env.count("SELECT COUNT(*) FROM attempts"), 1);
+
+    // Both flags: the mailing, its attempts and its statistics go with the message.
+    ann.run(&[
+        "messages",
+        "delete",
+        &sent_msg,
+        "--yes",
+        "--force",
+        "--purge-history",
+    ])
+    .success();
+    ann.run(&["messages", "show", &sent_msg]).expect_code(4);
+    ann.run(&["mailings", "show", &sent.to_string()])
+        .expect_code(4);
     assert_eq!(env.count("SELECT COUNT(*) FROM attempts"), 0);
     assert_eq!(env.count("SELECT COUNT(*) FROM mailing_stats"), 0);
 }
