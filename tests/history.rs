@@ -12,7 +12,8 @@ use serde_json::Value;
 on_both_backends_mut!(
     deferred_failed_and_kept_after_delete,
     purge_history_and_bom,
-    message_delete_keeps_history
+    message_delete_keeps_history,
+    ids_never_reused
 );
 
 fn smtp(env: &mut Env) -> SmtpServer {
@@ -252,4 +253,62 @@ fn message_delete_keeps_history(env: &mut Env) {
         .expect_code(4);
     assert_eq!(env.count("SELECT COUNT(*) FROM attempts"), 0);
     assert_eq!(env.count("SELECT COUNT(*) FROM mailing_stats"), 0);
+}
+
+/// Ids that history keeps (attempts, first-success markers, Message-IDs, unsubscribe links)
+/// are never handed out again: not to a new client after the last one is deleted, nor to a new
+/// mailing after one is deleted with its history (SQLite reused max(id) + 1 before 0016).
+fn ids_never_reused(env: &mut Env) {
+    let server = smtp(env);
+    let ann = env.account("user", "ann");
+    let a = ann.client("a@example.com");
+    let b = ann.client("b@example.com");
+    let mailing = ann.mailing(ann.message("Once each"), &[a, b]);
+    ann.run(&["send-due"]).success();
+    let reached = |caller: &Caller| mailing_stats(caller, mailing)["recipients_reached"].clone();
+    assert_eq!(reached(&ann), 2);
+
+    // The last client goes; the next one gets a new id, not b's.
+    ann.run(&["clients", "delete", &b.to_string(), "--yes"])
+        .success();
+    let c = ann.client("c@example.com");
+    assert!(c > b, "new client {c} took the id of deleted client {b}");
+    // So it is a new recipient of the same mailing: it gets the letter and counts as reached.
+    ann.run(&[
+        "mailings",
+        "add-clients",
+        &mailing.to_string(),
+        &c.to_string(),
+    ])
+    .success();
+    let letters_before = server.messages().len();
+    ann.run(&["send-due"]).success();
+    assert_eq!(server.messages().len(), letters_before + 1);
+    assert_eq!(reached(&ann), 3);
+    let s = mailing_stats(&ann, mailing);
+    assert_eq!(s["succeeded"], 3, "{s}");
+    let to_c: Vec<Value> = attempts(&ann, &["--mailing", &mailing.to_string()])
+        .into_iter()
+        .filter(|x| x["client_id"] == c)
+        .collect();
+    assert_eq!(to_c.len(), 1, "{to_c:?}");
+    assert_eq!(to_c[0]["email"], "c@example.com");
+
+    // A mailing deleted with its history: the next mailing does not take its id.
+    let msg = ann.message("Next");
+    let last = ann.mailing(msg, &[a]);
+    ann.run(&["send-due"]).success();
+    ann.run(&[
+        "mailings",
+        "delete",
+        &last.to_string(),
+        "--yes",
+        "--purge-history",
+    ])
+    .success();
+    let next = ann.mailing(msg, &[a]);
+    assert!(
+        next > last,
+        "new mailing {next} took the id of deleted mailing {last}"
+    );
 }

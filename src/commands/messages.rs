@@ -122,14 +122,8 @@ pub async fn run(ctx: &Ctx, cmd: MessagesCmd) -> Result<()> {
                 messages::check_history(db, &ids, purge_history).await?;
             }
             confirm_delete("messages", &ids, yes)?;
-            let n = messages::delete(
-                db,
-                scope(&actor, Access::Write),
-                &ids,
-                force,
-                purge_history,
-            )
-            .await?;
+            let n = messages::delete(db, scope(&actor, Access::Write), &ids, force, purge_history)
+                .await?;
             notice(format!("deleted {n} message(s)"));
             Ok(())
         }
