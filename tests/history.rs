@@ -312,3 +312,102 @@ fn ids_never_reused(env: &mut Env) {
         "new mailing {next} took the id of deleted mailing {last}"
     );
 }
+
+/// Migration 0016 on a SQLite database made by 0001-0015 and holding history: every row and
+/// foreign key survives the rebuild, the cascades still work, and the id sequences start
+/// above every id that history still names (here a deleted client, and a bounce report).
+#[test]
+fn migration_0016_keeps_the_data_and_starts_above_history() {
+    let env = Env::new(common::Backend::Sqlite);
+    let old = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir("migrations/sqlite").unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name.as_str() < "0016" {
+            std::fs::copy(&path, old.path().join(&name)).unwrap();
+        }
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let db = mailctl::db::Db::connect(&env.db_url, 1).await.unwrap();
+        let migrator = sqlx::migrate::Migrator::new(old.path()).await.unwrap();
+        mailctl::on_pool!(&db, p => migrator.run(p).await).unwrap();
+        db.close().await;
+    });
+    let t = "2026-12-01T09:00:00+00:00";
+    for statement in [
+        format!(
+            "INSERT INTO accounts (email, email_key, password_hash, role, created_at) VALUES ('a@x.org', 'a@x.org', 'h', 'user', '{t}')"
+        ),
+        format!(
+            "INSERT INTO clients (owner_id, email, email_key, created_at) VALUES (1, 'c1@x.org', 'c1@x.org', '{t}'), (1, 'c2@x.org', 'c2@x.org', '{t}'), (1, 'c3@x.org', 'c3@x.org', '{t}')"
+        ),
+        format!(
+            "INSERT INTO messages (owner_id, subject, body, created_at) VALUES (1, 'S', 'B', '{t}')"
+        ),
+        format!(
+            "INSERT INTO mailings (owner_id, message_id, start_at, end_at, created_at) VALUES (1, 1, '{t}', '2026-12-09T09:00:00+00:00', '{t}')"
+        ),
+        "INSERT INTO mailing_clients (mailing_id, client_id) VALUES (1, 1), (1, 2), (1, 3)".into(),
+        format!(
+            "INSERT INTO deliveries (mailing_id, client_id, state, updated_at) VALUES (1, 1, 'sent', '{t}'), (1, 2, 'sent', '{t}'), (1, 3, 'sent', '{t}')"
+        ),
+        format!(
+            "INSERT INTO attempts (mailing_id, client_id, attempted_at, status, server_response, email) VALUES (1, 1, '{t}', 'success', '250 ok', 'c1@x.org'), (1, 2, '{t}', 'success', '250 ok', 'c2@x.org'), (1, 3, '{t}', 'success', '250 ok', 'c3@x.org')"
+        ),
+        format!(
+            "INSERT INTO bounce_reports (digest, owner_id, email_key, mailing_id, client_id, kind, received_at) VALUES ('d', 1, 'old@x.org', 7, 2, 'hard', '{t}')"
+        ),
+        "DELETE FROM clients WHERE id = 3".into(),
+    ] {
+        env.sql(&statement);
+    }
+
+    let out = env.command("x").arg("migrate").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM pragma_foreign_key_check"),
+        0
+    );
+    assert_eq!(env.text("PRAGMA integrity_check"), "ok");
+    assert_eq!(env.count("SELECT COUNT(*) FROM clients"), 2);
+    assert_eq!(env.count("SELECT COUNT(*) FROM mailing_clients"), 2);
+    assert_eq!(env.count("SELECT COUNT(*) FROM deliveries"), 2);
+    assert_eq!(env.count("SELECT COUNT(*) FROM attempts"), 3);
+    assert_eq!(env.count("SELECT recipients_reached FROM mailing_stats"), 3);
+    assert_eq!(env.count("SELECT COUNT(*) FROM stats_reached"), 3);
+    // The sequences: above the deleted client 3 (still in attempts), above mailing 7 (named
+    // by a bounce report).
+    assert_eq!(
+        env.count("SELECT seq FROM sqlite_sequence WHERE name = 'clients'"),
+        3
+    );
+    assert_eq!(
+        env.count("SELECT seq FROM sqlite_sequence WHERE name = 'mailings'"),
+        7
+    );
+    env.sql(&format!("INSERT INTO clients (owner_id, email, email_key, created_at) VALUES (1, 'n@x.org', 'n@x.org', '{t}')"));
+    assert_eq!(env.count("SELECT MAX(id) FROM clients"), 4);
+    // The triggers are back: a new attempt counts, and a deleted client's rows still cascade.
+    env.sql(&format!("INSERT INTO attempts (mailing_id, client_id, attempted_at, status, server_response) VALUES (1, 4, '{t}', 'success', '250 ok')"));
+    assert_eq!(env.count("SELECT recipients_reached FROM mailing_stats"), 4);
+    env.sql("DELETE FROM clients WHERE id = 1");
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM deliveries WHERE client_id = 1"),
+        0
+    );
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM mailing_clients WHERE client_id = 1"),
+        0
+    );
+    env.sql("DELETE FROM mailings WHERE id = 1");
+    assert_eq!(env.count("SELECT COUNT(*) FROM attempts"), 0);
+    assert_eq!(env.count("SELECT COUNT(*) FROM mailing_stats"), 0);
+}
