@@ -4280,7 +4280,7 @@ _mailctl() {
             return 0
             ;;
         mailctl__subcmd__messages__subcmd__delete)
-            opts="-y -h -V --yes --force --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
+            opts="-y -h -V --yes --force --purge-history --database-url --smtp-url --smtp-ca-file --smtp-timeout --send-lease --retry-delay --from --bounce-address --base-url --redis-url --session-file --format --bom --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -727,6 +727,7 @@ json\t''
 csv\t''"
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from delete" -s y -l yes -d 'Do not ask for confirmation'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from delete" -l force -d 'Also delete the mailings that use the message'
+complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from delete" -l purge-history -d 'With --force: also delete those mailings\' send attempts and statistics (needed when they have any)'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from delete" -l bom -d 'With --format csv: start the output with a UTF-8 byte order mark, so that Excel opens it as UTF-8'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from delete" -s h -l help -d 'Print help'
 complete -c mailctl -n "__fish_mailctl_using_subcommand messages; and __fish_seen_subcommand_from delete" -s V -l version -d 'Print version'

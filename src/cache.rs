@@ -39,10 +39,10 @@ fn warn(url: &str, e: impl std::fmt::Display) {
 
 /// The one warning format for a Redis that cannot be used, with what mailctl does instead.
 pub fn warn_unavailable(url: &str, e: impl std::fmt::Display, instead: &str) {
-    eprintln!(
-        "mailctl: warning: Redis at {} is unavailable ({e}); {instead}",
+    crate::output::log::warn(format!(
+        "Redis at {} is unavailable ({e}); {instead}",
         redact_url(url)
-    );
+    ));
 }
 
 /// The one way to Redis: a multiplexed connection with short connect and response timeouts

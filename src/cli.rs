@@ -491,7 +491,9 @@ pub enum MessagesCmd {
         client: Option<i64>,
     },
     /// Delete messages
-    #[command(after_help = "Example:\n  mailctl messages delete 3 --yes --force")]
+    #[command(
+        after_help = "Example:\n  mailctl messages delete 3 --yes --force\n\nA message used by mailings goes only with --force, which deletes them too; if any of\nthose mailings has send attempts, --purge-history is needed as well (else exit 5)."
+    )]
     Delete {
         /// Message ids
         #[arg(required = true)]
@@ -502,6 +504,9 @@ pub enum MessagesCmd {
         /// Also delete the mailings that use the message
         #[arg(long)]
         force: bool,
+        /// With --force: also delete those mailings' send attempts and statistics (needed when they have any)
+        #[arg(long)]
+        purge_history: bool,
     },
 }
 

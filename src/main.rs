@@ -15,7 +15,8 @@ fn main() {
         if matches!(e, mailctl::error::Error::PipeClosed) {
             return;
         }
-        eprintln!("mailctl: error: {e}");
+        // With --format json, one JSON line (level, message, exit_code), like the run's warnings.
+        mailctl::output::log::error(&e, e.exit_code());
         std::process::exit(e.exit_code());
     }
 }

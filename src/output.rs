@@ -52,6 +52,9 @@ pub fn opt_time(t: &Option<DateTime<Utc>>) -> String {
 pub struct Style {
     /// CSV starts with a UTF-8 byte order mark (`--bom`), so Excel reads it as UTF-8.
     pub bom: bool,
+    /// `--format json`: the lines on stderr (warnings, a run's notes, the error at exit) are
+    /// JSON objects too (see [`log`]).
+    pub json_logs: bool,
 }
 
 static STYLE: OnceLock<Style> = OnceLock::new();
@@ -66,6 +69,61 @@ fn style() -> Style {
 }
 
 const BOM: &[u8] = "\u{feff}".as_bytes();
+
+/// Lines on stderr that are not records: a run's warnings and notes (send-due under cron) and
+/// the error at exit. With `--format json` each is one JSON object on one line
+/// (`{"level":"warning","message":"...","at":"RFC 3339"}`), so `send-due --format json >> log
+/// 2>&1` keeps the log JSON lines; otherwise the text people read, unchanged.
+pub mod log {
+    use std::fmt::Display;
+
+    use chrono::{SecondsFormat, Utc};
+
+    fn emit(level: &str, message: &str, text: impl FnOnce() -> String, exit_code: Option<i32>) {
+        if super::style().json_logs {
+            let mut line = serde_json::json!({
+                "level": level,
+                "message": message,
+                "at": Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
+            });
+            if let Some(code) = exit_code {
+                line["exit_code"] = code.into();
+            }
+            eprintln!("{line}");
+        } else {
+            eprintln!("{}", text());
+        }
+    }
+
+    /// Something went wrong and the command carries on: "mailctl: warning: MESSAGE".
+    pub fn warn(message: impl Display) {
+        let m = message.to_string();
+        emit("warning", &m, || format!("mailctl: warning: {m}"), None);
+    }
+
+    /// What a run did that is worth a line of its own: "mailctl: MESSAGE".
+    pub fn note(message: impl Display) {
+        let m = message.to_string();
+        emit("info", &m, || format!("mailctl: {m}"), None);
+    }
+
+    /// A run's report line, shown as it is ("system letters: 1 sent, 0 waiting").
+    pub fn info(message: impl Display) {
+        let m = message.to_string();
+        emit("info", &m, || m.clone(), None);
+    }
+
+    /// The error a command ends with: "mailctl: error: MESSAGE", or JSON with `exit_code`.
+    pub fn error(message: impl Display, exit_code: i32) {
+        let m = message.to_string();
+        emit(
+            "error",
+            &m,
+            || format!("mailctl: error: {m}"),
+            Some(exit_code),
+        );
+    }
+}
 
 /// `NO_COLOR` (any non-empty value, https://no-color.org) turns every styling off.
 pub fn no_color() -> bool {

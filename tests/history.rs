@@ -9,7 +9,12 @@ use common::servers::{SmtpServer, start_smtp};
 use common::{Caller, Env};
 use serde_json::Value;
 
-on_both_backends_mut!(deferred_failed_and_kept_after_delete, purge_history_and_bom);
+on_both_backends_mut!(
+    deferred_failed_and_kept_after_delete,
+    purge_history_and_bom,
+    message_delete_keeps_history,
+    ids_never_reused
+);
 
 fn smtp(env: &mut Env) -> SmtpServer {
     let server = start_smtp();
@@ -182,6 +187,227 @@ fn purge_history_and_bom(env: &mut Env) {
         "--purge-history",
     ])
     .success();
+    assert_eq!(env.count("SELECT COUNT(*) FROM attempts"), 0);
+    assert_eq!(env.count("SELECT COUNT(*) FROM mailing_stats"), 0);
+}
+
+/// `messages delete --force` takes the message's mailings along: one with send attempts only
+/// with --purge-history, as `mailings delete` (before the prompt, and all or nothing).
+fn message_delete_keeps_history(env: &mut Env) {
+    let _server = smtp(env);
+    let ann = env.account("user", "ann");
+    let c = ann.client("c@example.com");
+    let sent_msg = ann.message("Sent one");
+    let sent = ann.mailing(sent_msg, &[c]);
+    ann.run(&["send-due"]).success();
+    let idle_msg = ann.message("Never sent");
+    let idle = ann.mailing(idle_msg, &[c]);
+    assert_eq!(env.count("SELECT COUNT(*) FROM attempts"), 1);
+    let (sent_msg, idle_msg) = (sent_msg.to_string(), idle_msg.to_string());
+
+    // Refused without --purge-history (even without --yes: before any prompt), naming the
+    // flag and the mailing; nothing deleted, not even the message listed first.
+    for extra in [&["--yes"][..], &[]] {
+        let mut args = vec!["messages", "delete", &idle_msg, &sent_msg, "--force"];
+        args.extend_from_slice(extra);
+        let r = ann.run(&args);
+        r.expect_code(5);
+        assert!(r.stderr().contains("--purge-history"), "{}", r.stderr());
+        assert!(
+            r.stderr().contains(&format!("mailing {sent}")),
+            "{}",
+            r.stderr()
+        );
+        assert_eq!(r.stderr().trim().lines().count(), 1, "{}", r.stderr());
+    }
+    ann.run(&["messages", "show", &idle_msg]).success();
+    ann.run(&["mailings", "show", &idle.to_string()]).success();
+    ann.run(&["messages", "show", &sent_msg]).success();
+    assert_eq!(env.count("SELECT COUNT(*) FROM attempts"), 1);
+    assert_eq!(env.count("SELECT COUNT(*) FROM mailing_stats"), 1);
+
+    // --purge-history without --force: the message is still in use, so --force is asked for.
+    let r = ann.run(&["messages", "delete", &sent_msg, "--yes", "--purge-history"]);
+    r.expect_code(5);
+    assert!(r.stderr().contains("--force"), "{}", r.stderr());
+
+    // A message whose mailings never sent goes with --force alone.
+    ann.run(&["messages", "delete", &idle_msg, "--yes", "--force"])
+        .success();
+    ann.run(&["mailings", "show", &idle.to_string()])
+        .expect_code(4);
+    assert_eq!(env.count("SELECT COUNT(*) FROM attempts"), 1);
+
+    // Both flags: the mailing, its attempts and its statistics go with the message.
+    ann.run(&[
+        "messages",
+        "delete",
+        &sent_msg,
+        "--yes",
+        "--force",
+        "--purge-history",
+    ])
+    .success();
+    ann.run(&["messages", "show", &sent_msg]).expect_code(4);
+    ann.run(&["mailings", "show", &sent.to_string()])
+        .expect_code(4);
+    assert_eq!(env.count("SELECT COUNT(*) FROM attempts"), 0);
+    assert_eq!(env.count("SELECT COUNT(*) FROM mailing_stats"), 0);
+}
+
+/// Ids that history keeps (attempts, first-success markers, Message-IDs, unsubscribe links)
+/// are never handed out again: not to a new client after the last one is deleted, nor to a new
+/// mailing after one is deleted with its history (SQLite reused max(id) + 1 before 0016).
+fn ids_never_reused(env: &mut Env) {
+    let server = smtp(env);
+    let ann = env.account("user", "ann");
+    let a = ann.client("a@example.com");
+    let b = ann.client("b@example.com");
+    let mailing = ann.mailing(ann.message("Once each"), &[a, b]);
+    ann.run(&["send-due"]).success();
+    let reached = |caller: &Caller| mailing_stats(caller, mailing)["recipients_reached"].clone();
+    assert_eq!(reached(&ann), 2);
+
+    // The last client goes; the next one gets a new id, not b's.
+    ann.run(&["clients", "delete", &b.to_string(), "--yes"])
+        .success();
+    let c = ann.client("c@example.com");
+    assert!(c > b, "new client {c} took the id of deleted client {b}");
+    // So it is a new recipient of the same mailing: it gets the letter and counts as reached.
+    ann.run(&[
+        "mailings",
+        "add-clients",
+        &mailing.to_string(),
+        &c.to_string(),
+    ])
+    .success();
+    let letters_before = server.messages().len();
+    ann.run(&["send-due"]).success();
+    assert_eq!(server.messages().len(), letters_before + 1);
+    assert_eq!(reached(&ann), 3);
+    let s = mailing_stats(&ann, mailing);
+    assert_eq!(s["succeeded"], 3, "{s}");
+    let to_c: Vec<Value> = attempts(&ann, &["--mailing", &mailing.to_string()])
+        .into_iter()
+        .filter(|x| x["client_id"] == c)
+        .collect();
+    assert_eq!(to_c.len(), 1, "{to_c:?}");
+    assert_eq!(to_c[0]["email"], "c@example.com");
+
+    // A mailing deleted with its history: the next mailing does not take its id.
+    let msg = ann.message("Next");
+    let last = ann.mailing(msg, &[a]);
+    ann.run(&["send-due"]).success();
+    ann.run(&[
+        "mailings",
+        "delete",
+        &last.to_string(),
+        "--yes",
+        "--purge-history",
+    ])
+    .success();
+    let next = ann.mailing(msg, &[a]);
+    assert!(
+        next > last,
+        "new mailing {next} took the id of deleted mailing {last}"
+    );
+}
+
+/// Migration 0016 on a SQLite database made by 0001-0015 and holding history: every row and
+/// foreign key survives the rebuild, the cascades still work, and the id sequences start
+/// above every id that history still names (here a deleted client, and a bounce report).
+#[test]
+fn migration_0016_keeps_the_data_and_starts_above_history() {
+    let env = Env::new(common::Backend::Sqlite);
+    let old = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir("migrations/sqlite").unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name.as_str() < "0016" {
+            std::fs::copy(&path, old.path().join(&name)).unwrap();
+        }
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let db = mailctl::db::Db::connect(&env.db_url, 1).await.unwrap();
+        let migrator = sqlx::migrate::Migrator::new(old.path()).await.unwrap();
+        mailctl::on_pool!(&db, p => migrator.run(p).await).unwrap();
+        db.close().await;
+    });
+    let t = "2026-12-01T09:00:00+00:00";
+    for statement in [
+        format!(
+            "INSERT INTO accounts (email, email_key, password_hash, role, created_at) VALUES ('a@x.org', 'a@x.org', 'h', 'user', '{t}')"
+        ),
+        format!(
+            "INSERT INTO clients (owner_id, email, email_key, created_at) VALUES (1, 'c1@x.org', 'c1@x.org', '{t}'), (1, 'c2@x.org', 'c2@x.org', '{t}'), (1, 'c3@x.org', 'c3@x.org', '{t}')"
+        ),
+        format!(
+            "INSERT INTO messages (owner_id, subject, body, created_at) VALUES (1, 'S', 'B', '{t}')"
+        ),
+        format!(
+            "INSERT INTO mailings (owner_id, message_id, start_at, end_at, created_at) VALUES (1, 1, '{t}', '2026-12-09T09:00:00+00:00', '{t}')"
+        ),
+        "INSERT INTO mailing_clients (mailing_id, client_id) VALUES (1, 1), (1, 2), (1, 3)".into(),
+        format!(
+            "INSERT INTO deliveries (mailing_id, client_id, state, updated_at) VALUES (1, 1, 'sent', '{t}'), (1, 2, 'sent', '{t}'), (1, 3, 'sent', '{t}')"
+        ),
+        format!(
+            "INSERT INTO attempts (mailing_id, client_id, attempted_at, status, server_response, email) VALUES (1, 1, '{t}', 'success', '250 ok', 'c1@x.org'), (1, 2, '{t}', 'success', '250 ok', 'c2@x.org'), (1, 3, '{t}', 'success', '250 ok', 'c3@x.org')"
+        ),
+        format!(
+            "INSERT INTO bounce_reports (digest, owner_id, email_key, mailing_id, client_id, kind, received_at) VALUES ('d', 1, 'old@x.org', 7, 2, 'hard', '{t}')"
+        ),
+        "DELETE FROM clients WHERE id = 3".into(),
+    ] {
+        env.sql(&statement);
+    }
+
+    let out = env.command("x").arg("migrate").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM pragma_foreign_key_check"),
+        0
+    );
+    assert_eq!(env.text("PRAGMA integrity_check"), "ok");
+    assert_eq!(env.count("SELECT COUNT(*) FROM clients"), 2);
+    assert_eq!(env.count("SELECT COUNT(*) FROM mailing_clients"), 2);
+    assert_eq!(env.count("SELECT COUNT(*) FROM deliveries"), 2);
+    assert_eq!(env.count("SELECT COUNT(*) FROM attempts"), 3);
+    assert_eq!(env.count("SELECT recipients_reached FROM mailing_stats"), 3);
+    assert_eq!(env.count("SELECT COUNT(*) FROM stats_reached"), 3);
+    // The sequences: above the deleted client 3 (still in attempts), above mailing 7 (named
+    // by a bounce report).
+    assert_eq!(
+        env.count("SELECT seq FROM sqlite_sequence WHERE name = 'clients'"),
+        3
+    );
+    assert_eq!(
+        env.count("SELECT seq FROM sqlite_sequence WHERE name = 'mailings'"),
+        7
+    );
+    env.sql(&format!("INSERT INTO clients (owner_id, email, email_key, created_at) VALUES (1, 'n@x.org', 'n@x.org', '{t}')"));
+    assert_eq!(env.count("SELECT MAX(id) FROM clients"), 4);
+    // The triggers are back: a new attempt counts, and a deleted client's rows still cascade.
+    env.sql(&format!("INSERT INTO attempts (mailing_id, client_id, attempted_at, status, server_response) VALUES (1, 4, '{t}', 'success', '250 ok')"));
+    assert_eq!(env.count("SELECT recipients_reached FROM mailing_stats"), 4);
+    env.sql("DELETE FROM clients WHERE id = 1");
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM deliveries WHERE client_id = 1"),
+        0
+    );
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM mailing_clients WHERE client_id = 1"),
+        0
+    );
+    env.sql("DELETE FROM mailings WHERE id = 1");
     assert_eq!(env.count("SELECT COUNT(*) FROM attempts"), 0);
     assert_eq!(env.count("SELECT COUNT(*) FROM mailing_stats"), 0);
 }

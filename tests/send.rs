@@ -30,6 +30,7 @@ on_both_backends_mut!(
     workers_share_a_slow_relay,
     the_pace_follows_a_throttling_relay,
     a_relay_that_throttles_forever_leaves_the_rest_for_the_next_run,
+    cron_log_with_format_json_is_json_lines,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1255,4 +1256,113 @@ fn deleting_recipients_and_mailings_deletes_their_rows(env: &mut Env) {
     // The counters agree (the stats tests check them in depth).
     let by_mailing = ann.json(&["stats", "--mailing", &m2.to_string(), "--no-cache"]);
     assert_eq!(by_mailing[0]["recipients_reached"], 2, "{by_mailing}");
+}
+
+/// The README's cron line, `send-due --format json >> log 2>&1` (issue 18, point 8): a run that
+/// recovers a killed run's journal, one without a writable journal and one that ends in an
+/// error leave a log where every line is a JSON object: summaries on stdout; notes, warnings
+/// and the error (with its exit code) on stderr. Without --format json the text is unchanged.
+fn cron_log_with_format_json_is_json_lines(env: &mut Env) {
+    let mut server = smtp(env);
+    env.set("MAILCTL_RETRY_DELAY", "0");
+    server.set_rules(r#"{"delay_seconds": 0.005}"#);
+    let ann = env.account("user", "ann");
+    let total = 300;
+    bulk_mailing(&ann, "j", total);
+    let mut child = spawn_send_due(env, &["--concurrency", "2"]);
+    server.wait_for_messages(50, Duration::from_secs(60));
+    child.kill().unwrap(); // SIGKILL: its journal is left for the next run
+    child.wait().unwrap();
+    assert!(server.received_count() < total, "the run finished first");
+    server.clear_rules();
+
+    let log = env.dir.path().join("send.log");
+    let cron = |env: &Env| -> i32 {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        env.process("cron")
+            .args(["send-due", "--format", "json"])
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .status()
+            .unwrap()
+            .code()
+            .unwrap()
+    };
+    let lines = || -> Vec<Value> {
+        let text = std::fs::read_to_string(&log).unwrap();
+        text.lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}\nlog:\n{text}"));
+                assert!(v.is_object(), "{l}");
+                v
+            })
+            .collect()
+    };
+    let with_level = |all: &[Value], level: &str, words: &str| -> Vec<Value> {
+        all.iter()
+            .filter(|v| v["level"] == level && v["message"].as_str().unwrap().contains(words))
+            .cloned()
+            .collect()
+    };
+
+    // 1. The killed run is recovered: a note, and the summary.
+    assert_eq!(cron(env), 0);
+    let all = lines();
+    let recovered = with_level(&all, "info", "recovered 1 killed run");
+    assert_eq!(recovered.len(), 1, "{all:?}");
+    assert!(
+        recovered[0]["at"].as_str().unwrap().ends_with('Z'),
+        "{recovered:?}"
+    );
+    let summaries: Vec<&Value> = all.iter().filter(|v| v.get("sent").is_some()).collect();
+    assert_eq!(summaries.len(), 1, "{all:?}");
+    assert_eq!(counts(&recipients(&server)).len(), total);
+
+    // 2. The journal cannot be written: a warning, and the run goes on.
+    let journal = env.outbox().parent().unwrap().join("journal");
+    std::fs::remove_dir_all(&journal).unwrap();
+    std::fs::write(&journal, "not a directory").unwrap();
+    let c = ann.client("more@example.com");
+    ann.mailing(ann.message("More"), &[c]);
+    assert_eq!(cron(env), 0);
+    let all = lines();
+    assert_eq!(
+        with_level(&all, "warning", "no send journal").len(),
+        1,
+        "{all:?}"
+    );
+    assert_eq!(all.iter().filter(|v| v.get("sent").is_some()).count(), 2);
+
+    // 3. The relay is down: the run ends in an error, also one JSON line, with the exit code.
+    server.kill();
+    let d = ann.client("down@example.com");
+    ann.mailing(ann.message("Down"), &[d]);
+    assert_eq!(cron(env), 1);
+    let all = lines();
+    let last = all.last().unwrap();
+    assert_eq!(last["level"], "error", "{all:?}");
+    assert_eq!(last["exit_code"], 1, "{last}");
+    assert!(
+        last["message"].as_str().unwrap().contains("unreachable"),
+        "{last}"
+    );
+    assert_eq!(all.iter().filter(|v| v.get("sent").is_some()).count(), 3);
+
+    // For people: the same error as text.
+    let run = ann.run(&["send-due"]);
+    run.expect_code(1);
+    assert!(
+        run.stderr()
+            .lines()
+            .any(|l| l.starts_with("mailctl: error: ")),
+        "{}",
+        run.stderr()
+    );
+    assert!(!run.stderr().contains("\"level\""), "{}", run.stderr());
 }

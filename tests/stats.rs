@@ -337,15 +337,26 @@ fn redis_killed_mid_test(env: &mut Env) {
         started.elapsed() < std::time::Duration::from_secs(5),
         "a dead Redis costs little"
     );
+    // With --format json the warning is a JSON line too (issue 18: logs stay JSON).
+    let warning: Value = serde_json::from_str(run.stderr().trim())
+        .unwrap_or_else(|e| panic!("{e}: stderr: {}", run.stderr()));
+    assert_eq!(warning["level"], "warning", "{warning}");
+    let said = warning["message"].as_str().unwrap();
     assert!(
-        run.stderr().contains("warning: Redis")
-            && run.stderr().contains("answering from the database"),
-        "stderr: {}",
-        run.stderr()
+        said.starts_with("Redis at") && said.contains("answering from the database"),
+        "{warning}"
     );
     let v = run.json();
     assert_eq!(v[0]["attempted"], 2);
     assert_eq!(v[0]["recipients_reached"], 1);
+    // For people, the same warning as text.
+    let text = ann.run(&["stats", "--by", "mailing"]);
+    text.success();
+    assert!(
+        text.stderr().starts_with("mailctl: warning: Redis at"),
+        "{}",
+        text.stderr()
+    );
     // --no-cache does not even try.
     let run = ann.run(&["stats", "--no-cache"]);
     run.success();

@@ -126,7 +126,7 @@ impl<'a> Throttle<'a> {
     }
 
     fn redis_down(&mut self, e: &Error) {
-        eprintln!("mailctl: warning: {e}; counting failed logins in the database");
+        crate::output::log::warn(format!("{e}; counting failed logins in the database"));
         self.redis = None;
     }
 

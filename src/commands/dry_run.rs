@@ -108,12 +108,12 @@ pub async fn run(ctx: &Ctx, targets: &[Target], limit: Option<u64>) -> Result<()
             reason,
         });
     }
-    eprintln!(
+    crate::output::log::info(format!(
         "dry run: would send {send} letter{}, set aside {suppress} suppressed, skip {skip} ({} mailing{})",
         plural(send),
         ids.len(),
         plural(ids.len() as u64)
-    );
+    ));
     match ctx.format() {
         Format::Json => {
             let answer = Answer {

@@ -102,7 +102,12 @@ pub async fn run(ctx: &Ctx, cmd: MessagesCmd) -> Result<()> {
             print_one(format, &msg)
         }
         MessagesCmd::Preview { id, client } => preview::message(ctx, &actor, id, client).await,
-        MessagesCmd::Delete { ids, yes, force } => {
+        MessagesCmd::Delete {
+            ids,
+            yes,
+            force,
+            purge_history,
+        } => {
             for &id in &ids {
                 check_write(
                     &actor,
@@ -111,8 +116,14 @@ pub async fn run(ctx: &Ctx, cmd: MessagesCmd) -> Result<()> {
                         .owner_id,
                 )?;
             }
+            // Only with --force do the mailings (and their history) go; without it the
+            // transaction refuses with "--force" first, which is the flag to think about first.
+            if force {
+                messages::check_history(db, &ids, purge_history).await?;
+            }
             confirm_delete("messages", &ids, yes)?;
-            let n = messages::delete(db, scope(&actor, Access::Write), &ids, force).await?;
+            let n = messages::delete(db, scope(&actor, Access::Write), &ids, force, purge_history)
+                .await?;
             notice(format!("deleted {n} message(s)"));
             Ok(())
         }

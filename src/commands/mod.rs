@@ -90,6 +90,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     let ctx = Ctx::new(Config::load(&cli.settings)?);
     crate::output::configure(crate::output::Style {
         bom: ctx.config.bom,
+        json_logs: ctx.config.format == Format::Json,
     });
     let result = dispatch(&ctx, cli.command).await;
     ctx.close().await;

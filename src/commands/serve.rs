@@ -18,7 +18,7 @@ pub async fn run(ctx: &Ctx, args: ServeArgs) -> Result<()> {
             match tokio::time::timeout(SERVE_EVERY, system_letters::flush(&config, &queue_db)).await
             {
                 Ok(Ok(f)) => system_letters::report(&f, &queue_db).await,
-                Ok(Err(e)) => eprintln!("mailctl: warning: system letters: {e}"),
+                Ok(Err(e)) => crate::output::log::warn(format!("system letters: {e}")),
                 Err(_) => {}
             }
         }

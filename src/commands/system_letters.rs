@@ -63,7 +63,7 @@ pub async fn flush_for_send_due(ctx: &Ctx, dry_run: bool) -> Result<()> {
     if dry_run {
         let n = system_letters::waiting(db).await?;
         if n > 0 {
-            eprintln!("dry run: would send {n} queued system letter(s)");
+            crate::output::log::info(format!("dry run: would send {n} queued system letter(s)"));
         }
         return Ok(());
     }
@@ -85,7 +85,7 @@ pub async fn report(f: &Flushed, db: &Db) {
     if let Some(why) = &f.deferred {
         line.push_str(&format!(" ({why})"));
     }
-    eprintln!("{line}");
+    crate::output::log::info(line);
 }
 
 /// Sends every due letter, one at a time over one session; stops at the first temporary
@@ -121,7 +121,7 @@ pub async fn flush(config: &Config, db: &Db) -> Result<Flushed> {
                 f.sent += 1;
             }
             Verdict::Permanent => {
-                eprintln!("mailctl: warning: a system letter was refused for good: {reply}");
+                crate::output::log::warn(format!("a system letter was refused for good: {reply}"));
                 system_letters::done(db, q.id).await?;
                 f.dropped += 1;
             }

@@ -262,9 +262,8 @@ pub async fn update(db: &Db, scope: Scope, id: i64, ch: &MailingChanges) -> Resu
     })
 }
 
-/// Deletes all the given mailings or none.
 /// Why deleting a mailing with send attempts needs `--purge-history` (exit 5, naming it).
-fn history_kept(id: i64, attempts: i64) -> Error {
+pub(crate) fn history_kept(id: i64, attempts: i64) -> Error {
     Error::invalid(
         "purge-history",
         format!(
@@ -274,7 +273,7 @@ fn history_kept(id: i64, attempts: i64) -> Error {
     )
 }
 
-const ATTEMPTS_OF: &str = "SELECT COUNT(*) FROM attempts WHERE mailing_id = $1";
+pub(crate) const ATTEMPTS_OF: &str = "SELECT COUNT(*) FROM attempts WHERE mailing_id = $1";
 
 /// Refuses early (before a prompt) when a mailing has history and `purge_history` is off.
 pub async fn check_history(db: &Db, ids: &[i64], purge_history: bool) -> Result<()> {

@@ -109,9 +109,38 @@ pub async fn update(db: &Db, scope: Scope, id: i64, ch: &MessageChanges) -> Resu
     .ok_or_else(|| Error::not_found("message", id))
 }
 
+/// The first mailing of a message that has send attempts, with how many: the history that
+/// `messages delete --force` would take along.
+const MAILING_WITH_HISTORY: &str = "SELECT a.mailing_id, COUNT(*) FROM attempts a \
+     JOIN mailings m ON m.id = a.mailing_id WHERE m.message_id = $1 \
+     GROUP BY a.mailing_id ORDER BY a.mailing_id LIMIT 1";
+
+/// Refuses early (before a prompt) when a message's mailings have send attempts and
+/// `purge_history` is off, as `mailings delete` does.
+pub async fn check_history(db: &Db, ids: &[i64], purge_history: bool) -> Result<()> {
+    if purge_history {
+        return Ok(());
+    }
+    for &id in ids {
+        let found: Option<(i64, i64)> = on_pool!(db, p => sqlx::query_as(MAILING_WITH_HISTORY)
+            .bind(id).fetch_optional(p).await)?;
+        if let Some((mailing, n)) = found {
+            return Err(super::mailings::history_kept(mailing, n));
+        }
+    }
+    Ok(())
+}
+
 /// Deletes all the given messages or none. A message used by a mailing is kept unless
-/// `force`, which deletes those mailings too.
-pub async fn delete(db: &Db, scope: Scope, ids: &[i64], force: bool) -> Result<u64> {
+/// `force`, which deletes those mailings too; a mailing with send attempts goes only with
+/// `purge_history` (checked in the same transaction, like `mailings::delete`).
+pub async fn delete(
+    db: &Db,
+    scope: Scope,
+    ids: &[i64],
+    force: bool,
+    purge_history: bool,
+) -> Result<u64> {
     on_pool!(db, p => {
         let mut tx = p.begin().await?;
         for &id in ids {
@@ -126,6 +155,13 @@ pub async fn delete(db: &Db, scope: Scope, ids: &[i64], force: bool) -> Result<u
                 if !force {
                     return Err(Error::invalid("id", format!(
                         "message {id} is used by {used} mailing(s); delete them first or pass --force")));
+                }
+                if !purge_history {
+                    let found: Option<(i64, i64)> = sqlx::query_as(MAILING_WITH_HISTORY)
+                        .bind(id).fetch_optional(&mut *tx).await?;
+                    if let Some((mailing, n)) = found {
+                        return Err(super::mailings::history_kept(mailing, n));
+                    }
                 }
                 sqlx::query("DELETE FROM mailings WHERE message_id = $1").bind(id).execute(&mut *tx).await?;
             }

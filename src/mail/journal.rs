@@ -101,11 +101,11 @@ impl Journal {
         match Journal::try_start(&dir) {
             Ok(journal) => Some(journal),
             Err(e) => {
-                eprintln!(
-                    "mailctl: warning: no send journal in {} ({e}); after a crash, letters \
-                     in flight wait for their lease",
+                crate::output::log::warn(format!(
+                    "no send journal in {} ({e}); after a crash, letters in flight wait for \
+                     their lease",
                     dir.display()
-                );
+                ));
                 None
             }
         }

@@ -231,15 +231,15 @@ pub async fn run(
     let recovered = journal::recover(db, &config.database_url).await?;
     summary.recovered = recovered.recorded;
     if recovered.runs > 0 {
-        eprintln!(
-            "mailctl: recovered {} killed run{}: {} sent letter{} recorded from the journal, {} claim{} released",
+        crate::output::log::note(format!(
+            "recovered {} killed run{}: {} sent letter{} recorded from the journal, {} claim{} released",
             recovered.runs,
             plural(recovered.runs),
             recovered.recorded,
             plural(recovered.recorded),
             recovered.released,
             plural(recovered.released)
-        );
+        ));
     }
     let secret = db::suppressions::secret(db, "unsubscribe").await?;
     let mut templates = HashMap::new();
@@ -544,7 +544,7 @@ async fn db_loop(
             && let Some(journal) = &run.journal
             && let Err(e) = journal.claimed(lease_until)
         {
-            eprintln!("mailctl: warning: send journal: {e}");
+            crate::output::log::warn(format!("send journal: {e}"));
         }
         // Read before the turn: a mailing no longer in it had all its rows committed before
         // the claim, so finding nothing there means it is drained.
@@ -680,7 +680,7 @@ async fn worker(run: Arc<Run>, jobs: Arc<Mutex<mpsc::Receiver<Job>>>) {
             (Some(journal), Next::Sent) => match journal.accepted(&finished) {
                 Ok(segment) => Some(segment),
                 Err(e) => {
-                    eprintln!("mailctl: warning: send journal: {e}");
+                    crate::output::log::warn(format!("send journal: {e}"));
                     None
                 }
             },
