@@ -5,6 +5,9 @@ use std::process::Command;
 fn main() {
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/refs");
+    // sqlx::migrate! embeds these at compile time; without this line a new migration would
+    // not rebuild the crate (the lines above replace cargo's default of "any file changed").
+    println!("cargo:rerun-if-changed=migrations");
     let describe = Command::new("git")
         .args(["describe", "--tags", "--always", "--dirty"])
         .output()
