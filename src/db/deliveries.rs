@@ -249,7 +249,7 @@ pub async fn turn(db: &Db, claim: Option<&Claim<'_>>, done: &[Finished]) -> Resu
         Db::Sqlite(p) => {
             let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
             if let Some(c) = claim {
-                claim_sqlite(&mut tx, c, &mut out).await?;
+                claim_due(&mut *tx, c, &mut out).await?;
             }
             tx.record_tries(done).await?;
             tx.commit().await?;
@@ -257,7 +257,7 @@ pub async fn turn(db: &Db, claim: Option<&Claim<'_>>, done: &[Finished]) -> Resu
         Db::Postgres(p) => {
             let mut tx = p.begin().await?;
             if let Some(c) = claim {
-                claim_postgres(&mut tx, c, &mut out).await?;
+                claim_due(&mut *tx, c, &mut out).await?;
             }
             tx.record_tries(done).await?;
             tx.commit().await?;
@@ -274,11 +274,9 @@ fn kinds(c: &Claim<'_>) -> impl Iterator<Item = Due> {
         .filter(move |d| c.sweep || matches!(d, Due::Fresh))
 }
 
-async fn claim_postgres(
-    tx: &mut sqlx::PgConnection,
-    c: &Claim<'_>,
-    out: &mut Taken,
-) -> sqlx::Result<()> {
+/// Claims up to `c.n` due rows of the claim's mailings, kind by kind (see [`Due`]); a mailing
+/// in which no kind had any is drained.
+async fn claim_due<C: ClaimRows>(tx: &mut C, c: &Claim<'_>, out: &mut Taken) -> sqlx::Result<()> {
     'mailings: for &mailing in c.mailing_ids {
         let mut found = 0;
         for due in kinds(c) {
@@ -286,13 +284,7 @@ async fn claim_postgres(
             if want == 0 {
                 break 'mailings;
             }
-            let more = sqlx::query_as::<_, Claimed>(&claim_sql(due))
-                .bind(c.now)
-                .bind(c.lease_until)
-                .bind(want as i64)
-                .bind(mailing)
-                .fetch_all(&mut *tx)
-                .await?;
+            let more = tx.claim_rows(c, due, mailing, want).await?;
             found += more.len();
             out.rows.extend(more);
         }
@@ -303,33 +295,56 @@ async fn claim_postgres(
     Ok(())
 }
 
+/// Up to `want` due rows of one kind of one mailing, marked `sending` under the claim's lease.
+trait ClaimRows {
+    async fn claim_rows(
+        &mut self,
+        c: &Claim<'_>,
+        due: Due,
+        mailing: i64,
+        want: usize,
+    ) -> sqlx::Result<Vec<Claimed>>;
+}
+
+impl ClaimRows for sqlx::PgConnection {
+    async fn claim_rows(
+        &mut self,
+        c: &Claim<'_>,
+        due: Due,
+        mailing: i64,
+        want: usize,
+    ) -> sqlx::Result<Vec<Claimed>> {
+        sqlx::query_as::<_, Claimed>(&claim_sql(due))
+            .bind(c.now)
+            .bind(c.lease_until)
+            .bind(want as i64)
+            .bind(mailing)
+            .fetch_all(&mut *self)
+            .await
+    }
+}
+
 /// SQLite: the due rows are read with what their letters need in one row of JSON, then
 /// marked by id. sqlx hands each result row from SQLite's thread to ours on its own, which
 /// cost more than the claim's SQL did. Reading before writing is safe: the turn holds the
 /// write lock from its start (`BEGIN IMMEDIATE`).
-async fn claim_sqlite(
-    tx: &mut sqlx::SqliteConnection,
-    c: &Claim<'_>,
-    out: &mut Taken,
-) -> sqlx::Result<()> {
-    'mailings: for &mailing in c.mailing_ids {
-        let mut found = 0;
-        for due in kinds(c) {
-            let want = c.n - out.rows.len();
-            if want == 0 {
-                break 'mailings;
-            }
-            let rows: String = sqlx::query_scalar(&sqlite_due_sql(due))
-                .bind(c.now)
-                .bind(want as i64)
-                .bind(mailing)
-                .fetch_one(&mut *tx)
-                .await?;
-            let rows: Vec<Claimed> =
-                serde_json::from_str(&rows).map_err(|e| sqlx::Error::Decode(e.into()))?;
-            if rows.is_empty() {
-                continue;
-            }
+impl ClaimRows for sqlx::SqliteConnection {
+    async fn claim_rows(
+        &mut self,
+        c: &Claim<'_>,
+        due: Due,
+        mailing: i64,
+        want: usize,
+    ) -> sqlx::Result<Vec<Claimed>> {
+        let rows: String = sqlx::query_scalar(&sqlite_due_sql(due))
+            .bind(c.now)
+            .bind(want as i64)
+            .bind(mailing)
+            .fetch_one(&mut *self)
+            .await?;
+        let rows: Vec<Claimed> =
+            serde_json::from_str(&rows).map_err(|e| sqlx::Error::Decode(e.into()))?;
+        if !rows.is_empty() {
             let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
             sqlx::query(
                 "UPDATE deliveries SET state = 'sending', tries = tries + 1, lease_until = $2, \
@@ -338,17 +353,16 @@ async fn claim_sqlite(
             .bind(c.now)
             .bind(c.lease_until)
             .bind(serde_json::to_string(&ids).map_err(|e| sqlx::Error::Encode(e.into()))?)
-            .execute(&mut *tx)
+            .execute(&mut *self)
             .await?;
-            found += rows.len();
-            out.rows.extend(rows);
         }
-        if found == 0 {
-            out.drained.push(mailing);
-        }
+        Ok(rows)
     }
-    Ok(())
 }
+
+/// Whether the owner may no longer write to client `c`'s address (checked per claimed row).
+const OWNER_REFUSES: &str = "EXISTS (SELECT 1 FROM suppressions s \
+       WHERE s.owner_id = c.owner_id AND s.email_key = c.email_key)";
 
 /// SQLite: `$1` now, `$2` how many, `$3` the mailing; the due rows (as [`claim_sql`] picks
 /// them) as one JSON array of [id, mailing, client, tries after this claim, email, name,
@@ -357,8 +371,7 @@ fn sqlite_due_sql(due: Due) -> String {
     let candidates = candidates_sql(due, "$3", "$2");
     format!(
         "SELECT json_group_array(json_array(d.id, d.mailing_id, d.client_id, d.tries + 1, \
-           c.email, c.full_name, c.fields, json(CASE WHEN EXISTS (SELECT 1 FROM suppressions s \
-             WHERE s.owner_id = c.owner_id AND s.email_key = c.email_key) THEN 'true' ELSE 'false' END))) \
+           c.email, c.full_name, c.fields, json(CASE WHEN {OWNER_REFUSES} THEN 'true' ELSE 'false' END))) \
          FROM ({candidates}) AS due JOIN deliveries d ON d.id = due.id JOIN clients c ON c.id = d.client_id"
     )
 }
@@ -371,8 +384,6 @@ fn sqlite_due_sql(due: Due) -> String {
 /// with `suppressed` set and are recorded as suppressed instead of sent.
 fn claim_sql(due: Due) -> String {
     let candidates = candidates_sql(due, "$4", "$3");
-    let suppressed = "EXISTS (SELECT 1 FROM suppressions s \
-         WHERE s.owner_id = c.owner_id AND s.email_key = c.email_key) AS suppressed";
     format!(
         "UPDATE deliveries SET state = 'sending', tries = deliveries.tries + 1, lease_until = $2, \
            updated_at = $1 \
@@ -380,7 +391,7 @@ fn claim_sql(due: Due) -> String {
          WHERE deliveries.id = ANY(ARRAY({candidates} FOR UPDATE SKIP LOCKED)) \
            AND c.id = deliveries.client_id \
          RETURNING deliveries.id, deliveries.mailing_id, deliveries.client_id, deliveries.tries, \
-           c.email, c.full_name, c.fields, {suppressed}"
+           c.email, c.full_name, c.fields, {OWNER_REFUSES} AS suppressed"
     )
 }
 
