@@ -497,14 +497,18 @@ async fn db_loop(
                 _ = backlog.grown(), if starving => {}
             }
         }
-        while done.len() < max_window {
-            match results.try_recv() {
-                Ok((f, segment)) => {
-                    done.push(f);
-                    segments.extend(segment);
-                }
-                Err(_) => break,
-            }
+        drain(&mut results, &mut done, &mut segments, max_window);
+        // Group commit: while the workers still have half the window queued or on the wire,
+        // let more outcomes gather before the turn. Each turn is a transaction (a commit, a
+        // round trip per statement, the batch's pages written to the WAL); gathering a few
+        // milliseconds' worth cut the turns of 20,000 letters from ~840 to ~180.
+        if !done.is_empty()
+            && done.len() < window / 4
+            && outstanding - done.len() > window / 2
+            && !run.shared.stopping()
+        {
+            tokio::time::sleep(GATHER).await;
+            drain(&mut results, &mut done, &mut segments, max_window);
         }
         pace.add(
             Instant::now(),
@@ -628,6 +632,27 @@ async fn db_loop(
     match (claim_error, write_error) {
         (_, Some(e)) | (Some(e), None) => Err(e),
         (None, None) => Ok(gave_way),
+    }
+}
+
+/// How long a turn waits for more outcomes while the workers are busy (see `db_loop`).
+const GATHER: Duration = Duration::from_millis(4);
+
+/// Takes the outcomes already in, up to `max` in all.
+fn drain(
+    results: &mut mpsc::Receiver<(Finished, Option<u32>)>,
+    done: &mut Vec<Finished>,
+    segments: &mut Vec<u32>,
+    max: usize,
+) {
+    while done.len() < max {
+        match results.try_recv() {
+            Ok((f, segment)) => {
+                done.push(f);
+                segments.extend(segment);
+            }
+            Err(_) => break,
+        }
     }
 }
 
