@@ -9,7 +9,11 @@
 #   - the resolve a send-due run does at its start when nobody is new (`mailings edit --tag`,
 #     which resolves the same way);
 #   - `messages preview`, `mailings preview`, `mailings test --to` (outbox): best of 5, ms.
-# Targets: tag resolve <= 1.5 x the reference; preview and test < 50 ms.
+# Targets (issue 15: a tag's resolve costs at most 1.5 x making the rows for --all-clients):
+#   the resolve statement with a tag <= 1.5 x the same statement without (database shell), and
+#   `mailings add --tag` <= 1.5 x `mailings add --all-clients` (mailctl, end to end, the tag
+#   run second, over a bigger mailing_clients); preview and test < 50 ms. mailctl's --tag
+#   against the bare statement (process, transaction, counts printed) is shown beside.
 # PostgreSQL: MAILCTL_BENCH_PG_URL (a superuser URL), or a private server started here.
 # BACKENDS="sqlite" (or "postgres") runs one part only; default both. Needs python3, sqlite3,
 # psql, /usr/bin/time.
@@ -79,6 +83,11 @@ run_part() {
     --format json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
   "$sql" "DELETE FROM mailing_clients WHERE mailing_id = $ref_id" >/dev/null
   local t_ref; t_ref=$(secs "$sql" "INSERT INTO mailing_clients (mailing_id, client_id) SELECT $ref_id, id FROM clients WHERE owner_id = $owner")
+  # The same with the tag condition mailctl adds for --tag news (tags are stored ';t;').
+  "$sql" "DELETE FROM mailing_clients WHERE mailing_id = $ref_id" >/dev/null
+  local carries="instr(c.tags, ';news;') > 0"
+  [[ $name == PostgreSQL ]] && carries="strpos(c.tags, ';news;') > 0"
+  local t_ref_tag; t_ref_tag=$(secs "$sql" "INSERT INTO mailing_clients (mailing_id, client_id) SELECT $ref_id, c.id FROM clients c WHERE c.owner_id = $owner AND $carries")
   add() { "$bin" mailings add --message "$msg" --start "$start" --end "$end" "$@" --format json; }
   local t_all t_tag t_half t_noop t_noop_all
   t_all=$(secs add --all-clients); local all_id; all_id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$work/out")
@@ -94,7 +103,8 @@ run_part() {
   echo "== $name, $rows clients"
   echo "reference: today's --all-clients statement ($sql)  $t_ref s"
   echo "mailings add --all-clients                        $t_all s  (x $(ratio "$t_all" "$t_ref"))"
-  echo "mailings add --tag news (all $rows tagged)         $t_tag s  (x $(ratio "$t_tag" "$t_ref"); target <= 1.5: $(python3 -c "print('PASS' if $t_tag <= 1.5 * $t_ref else 'FAIL')"))"
+  echo "the same statement with the tag (--tag news)       $t_ref_tag s  (x $(ratio "$t_ref_tag" "$t_ref"); target <= 1.5: $(python3 -c "print('PASS' if $t_ref_tag <= 1.5 * $t_ref else 'FAIL')"))"
+  echo "mailings add --tag news (all $rows tagged)         $t_tag s  (x $(ratio "$t_tag" "$t_all") of mailctl's --all-clients; target <= 1.5: $(python3 -c "print('PASS' if $t_tag <= 1.5 * $t_all else 'FAIL')"); x $(ratio "$t_tag" "$t_ref") of the bare statement)"
   echo "mailings add --tag half (every other client)       $t_half s"
   echo "resolve with nobody new (edit --tag news)          $t_noop s"
   echo "resolve with nobody new (edit --all-clients)       $t_noop_all s"
