@@ -28,7 +28,7 @@ use crate::mail::backlog::{self, Backlog};
 use crate::mail::compose::{Recipient, Template};
 use crate::mail::journal::{self, Journal};
 use crate::mail::pace::{Meter, Pace};
-use crate::mail::transport::{Endpoint, Session};
+use crate::mail::transport::{Endpoint, Session, Wire};
 use crate::smtp::{FailureKind, Outcome, Verdict};
 
 pub struct Options {
@@ -152,6 +152,8 @@ struct Job {
     claimed: Claimed,
     lease_until: DateTime<Utc>,
     claimed_at: Instant,
+    /// The letter, when it was built early (its envelope went out ahead: see `worker`).
+    letter: Option<Wire>,
 }
 
 /// What the database task and the workers share.
@@ -620,6 +622,7 @@ async fn db_loop(
                 claimed,
                 lease_until,
                 claimed_at,
+                letter: None,
             };
             if let Some(tx) = &jobs {
                 // The queue holds the whole window: this never waits.
@@ -692,13 +695,18 @@ fn count(shared: &Shared, done: &[Finished]) {
 
 async fn worker(run: Arc<Run>, jobs: Arc<Mutex<mpsc::Receiver<Job>>>) {
     let mut session = run.endpoint.session();
+    // The job taken while the last letter went out, its envelope written behind that body.
+    let mut upcoming: Option<Job> = None;
     loop {
-        let job = { jobs.lock().await.recv().await };
+        let job = match upcoming.take() {
+            Some(job) => Some(job),
+            None => jobs.lock().await.recv().await,
+        };
         let Some(job) = job else { break };
         let finished = if run.shared.halted() {
             release(&run, &job, "run stopped before this letter was sent")
         } else {
-            send_one(&run, &mut session, &job).await
+            send_one(&run, &mut session, &job, &jobs, &mut upcoming).await
         };
         // An accepted letter is written down before it waits for its turn to be recorded.
         let segment = match (&run.journal, finished.next) {
@@ -756,7 +764,44 @@ fn finished(
     }
 }
 
-async fn send_one(run: &Run, session: &mut Session, job: &Job) -> Finished {
+/// The next job of the queue if more are waiting than there are workers, with its letter
+/// built, so its envelope can go out behind this letter's body (one round trip per letter
+/// instead of two). Only while nothing paces the letters (`--rate`, a throttling relay): a
+/// letter's slot must come before its envelope.
+fn take_ahead(run: &Run, jobs: &Mutex<mpsc::Receiver<Job>>) -> Option<Job> {
+    if run.rate.is_some() || run.pace.limit().is_some() || run.shared.halted() {
+        return None;
+    }
+    let mut job = {
+        let mut queue = jobs.try_lock().ok()?;
+        // Not while the other workers could want it: against a slow relay a job held here
+        // for a second would wait while a connection sits idle (and the run's tail grows).
+        if queue.len() <= run.concurrency {
+            return None;
+        }
+        queue.try_recv().ok()?
+    };
+    // Once taken, the job is this worker's: without a letter here, `send_one` decides.
+    let c = &job.claimed;
+    if let Some((template, _)) = run.templates.get(&c.mailing_id) {
+        let recipient = Recipient {
+            client_id: c.client_id,
+            email: &c.email,
+            full_name: &c.full_name,
+            fields: &c.fields,
+        };
+        job.letter = template.letter(&recipient).ok().map(|m| Wire::from(&m));
+    }
+    Some(job)
+}
+
+async fn send_one(
+    run: &Run,
+    session: &mut Session,
+    job: &Job,
+    jobs: &Mutex<mpsc::Receiver<Job>>,
+    upcoming: &mut Option<Job>,
+) -> Finished {
     let c = &job.claimed;
     let Some((template, _)) = run.templates.get(&c.mailing_id) else {
         return release(run, job, "unknown mailing");
@@ -779,23 +824,33 @@ async fn send_one(run: &Run, session: &mut Session, job: &Job) -> Finished {
         full_name: &c.full_name,
         fields: &c.fields,
     };
-    let outcome = match template.letter(&recipient) {
-        Ok(letter) => {
-            let budget = run.lease.saturating_sub(job.claimed_at.elapsed()) * 3 / 4;
-            match tokio::time::timeout(budget, session.send(&letter)).await {
-                Ok(o) => o,
-                Err(_) => {
-                    session.reset();
-                    Outcome::lost(format!(
-                        "timed out after {:.0}s (claim lease)",
-                        budget.as_secs_f64()
-                    ))
-                }
+    let built;
+    let letter = match &job.letter {
+        Some(letter) => letter,
+        None => match template.letter(&recipient) {
+            Ok(m) => {
+                built = Wire::from(&m);
+                &built
             }
-        }
-        Err(e) => {
-            let text = format!("not sent: {e}");
-            return finished(run, c, job.lease_until, db::now(), Next::Failed, &text);
+            Err(e) => {
+                let text = format!("not sent: {e}");
+                return finished(run, c, job.lease_until, db::now(), Next::Failed, &text);
+            }
+        },
+    };
+    if upcoming.is_none() {
+        *upcoming = take_ahead(run, jobs);
+    }
+    let next = upcoming.as_ref().and_then(|j| j.letter.as_ref());
+    let budget = run.lease.saturating_sub(job.claimed_at.elapsed()) * 3 / 4;
+    let outcome = match tokio::time::timeout(budget, session.send_wire(letter, next)).await {
+        Ok(o) => o,
+        Err(_) => {
+            session.reset();
+            Outcome::lost(format!(
+                "timed out after {:.0}s (claim lease)",
+                budget.as_secs_f64()
+            ))
         }
     };
     let now = db::now();

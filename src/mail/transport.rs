@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lettre::Message;
+use lettre::address::Envelope;
 
 use crate::config::Config;
 use crate::error::Result;
@@ -40,7 +41,7 @@ impl Endpoint {
 
 /// Writes a letter as `<random>.eml` into the outbox directory (created 0700), readable by
 /// its owner only (letters carry live links), with CRLF line ends as on the wire.
-fn write_to_outbox(dir: &Path, letter: &Message) -> Outcome {
+fn write_to_outbox(dir: &Path, letter: &Wire) -> Outcome {
     let failed = |e: &dyn std::fmt::Display| {
         Outcome::NoReply(Failure {
             kind: FailureKind::Local,
@@ -56,7 +57,7 @@ fn write_to_outbox(dir: &Path, letter: &Message) -> Outcome {
         return failed(&e);
     }
     let mut bytes = Vec::new();
-    wire::crlf(&letter.formatted(), &mut bytes);
+    wire::crlf(&letter.bytes, &mut bytes);
     let name = format!("{}.eml", hex::encode(rand::random::<[u8; 16]>()));
     let path = dir.join(name);
     let written = std::fs::OpenOptions::new()
@@ -68,6 +69,21 @@ fn write_to_outbox(dir: &Path, letter: &Message) -> Outcome {
     match written {
         Ok(()) => Outcome::Replied(Reply::local(250, format!("written to {}", path.display()))),
         Err(e) => failed(&e),
+    }
+}
+
+/// A letter as it goes out: its envelope and its bytes (formatted once).
+pub struct Wire {
+    pub envelope: Envelope,
+    pub bytes: Vec<u8>,
+}
+
+impl From<&Message> for Wire {
+    fn from(letter: &Message) -> Wire {
+        Wire {
+            envelope: letter.envelope().clone(),
+            bytes: letter.formatted(),
+        }
     }
 }
 
@@ -83,12 +99,18 @@ impl Session {
     /// Sends one letter; the whole exchange (connecting included) is bounded by
     /// `MAILCTL_SMTP_TIMEOUT`.
     pub async fn send(&mut self, letter: &Message) -> Outcome {
+        self.send_wire(&Wire::from(letter), None).await
+    }
+
+    /// Sends one letter; over SMTP, `next` (the letter this session sends next, if known)
+    /// has its envelope written behind this letter's body (see `smtp::connection`).
+    pub async fn send_wire(&mut self, letter: &Wire, next: Option<&Wire>) -> Outcome {
         match &self.endpoint {
             Endpoint::Outbox(dir) => write_to_outbox(dir, letter),
             Endpoint::Smtp(target) => {
                 let target = target.clone();
                 let limit = target.timeout;
-                match tokio::time::timeout(limit, self.exchange(&target, letter)).await {
+                match tokio::time::timeout(limit, self.exchange(&target, letter, next)).await {
                     Ok(outcome) => outcome,
                     Err(_) => {
                         self.conn = None;
@@ -103,7 +125,16 @@ impl Session {
         }
     }
 
-    async fn exchange(&mut self, target: &Target, letter: &Message) -> Outcome {
+    async fn exchange(&mut self, target: &Target, letter: &Wire, next: Option<&Wire>) -> Outcome {
+        // Commands written ahead for a letter that did not come (its worker gave it back):
+        // the server waits for that letter's body, so the connection goes (no QUIT either).
+        if self
+            .conn
+            .as_ref()
+            .is_some_and(|c| c.ahead_of_other(&letter.envelope, &letter.bytes))
+        {
+            self.conn = None;
+        }
         // A connection idle for a while may have been closed by the server: check it first.
         if let Some(conn) = self.conn.as_mut()
             && self.last_used.elapsed() > Duration::from_secs(5)
@@ -118,7 +149,8 @@ impl Session {
             }
         }
         let conn = self.conn.as_mut().expect("connected");
-        let (outcome, keep) = conn.send(letter.envelope(), &letter.formatted()).await;
+        let next = next.map(|n| (&n.envelope, n.bytes.as_slice()));
+        let (outcome, keep) = conn.send(&letter.envelope, &letter.bytes, next).await;
         if !keep && let Some(conn) = self.conn.take() {
             conn.quit_now().await;
         }

@@ -1,6 +1,9 @@
 //! One SMTP session: connect (implicit TLS or STARTTLS, AUTH), then letters one after the
 //! other. With PIPELINING (RFC 2920), MAIL, RCPT and DATA go out in one write and their
 //! replies are read together, then the body: two round trips per letter instead of four.
+//! When the caller already knows the next letter, its MAIL, RCPT and DATA go out in the same
+//! write as this letter's body (RFC 2920 lets message content open a group): one round trip
+//! per letter while letters keep coming.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -43,6 +46,9 @@ pub struct Connection {
     /// Whether AUTH succeeded.
     pub authenticated: bool,
     out: Vec<u8>,
+    /// The next letter's MAIL, RCPT and DATA, written behind the last body; their replies
+    /// are not read yet, and after a 354 the server takes whatever comes next as a body.
+    ahead: Option<Vec<String>>,
 }
 
 /// A failure that ends the session before any letter: about the server.
@@ -79,6 +85,7 @@ impl Connection {
             tls,
             authenticated: false,
             out: Vec::with_capacity(4096),
+            ahead: None,
         };
         conn.greeting = conn.expect(target, None, 220).await?;
         conn.ehlo(target).await?;
@@ -255,8 +262,9 @@ impl Connection {
         }
     }
 
-    /// Sends one letter. Returns the outcome and whether the session can take the next one.
-    pub async fn send(&mut self, envelope: &Envelope, email: &[u8]) -> (Outcome, bool) {
+    /// MAIL (with what the letter needs of SMTPUTF8 and 8BITMIME), each RCPT, DATA; or why
+    /// this server cannot take the letter.
+    fn commands(&self, envelope: &Envelope, email: &[u8]) -> Result<Vec<String>, Outcome> {
         let local = |text: &str| {
             Outcome::NoReply(Failure {
                 kind: FailureKind::Local,
@@ -274,23 +282,17 @@ impl Connection {
                 .any(|a| !AsRef::<str>::as_ref(a).is_ascii());
         if non_ascii {
             if !self.capabilities.smtputf8 {
-                return (
-                    local(
-                        "not sent: the address is not ASCII and the server does not offer SMTPUTF8",
-                    ),
-                    true,
-                );
+                return Err(local(
+                    "not sent: the address is not ASCII and the server does not offer SMTPUTF8",
+                ));
             }
             params.push(MailParameter::SmtpUtfEight);
         }
         if !email.is_ascii() {
             if !self.capabilities.eightbitmime {
-                return (
-                    local(
-                        "not sent: the letter is not ASCII and the server does not offer 8BITMIME",
-                    ),
-                    true,
-                );
+                return Err(local(
+                    "not sent: the letter is not ASCII and the server does not offer 8BITMIME",
+                ));
             }
             params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
         }
@@ -302,19 +304,52 @@ impl Connection {
                 .map(|to| Rcpt::new(to.clone(), vec![]).to_string()),
         );
         commands.push(Data.to_string());
+        Ok(commands)
+    }
+
+    /// Whether commands written ahead (behind the last body) are not this letter's: the
+    /// session cannot take it then, and must be dropped (never sent a body it did not ask for).
+    pub fn ahead_of_other(&self, envelope: &Envelope, email: &[u8]) -> bool {
+        self.ahead
+            .as_ref()
+            .is_some_and(|ahead| self.commands(envelope, email).ok().as_ref() != Some(ahead))
+    }
+
+    /// Sends one letter, and writes `next`'s MAIL, RCPT and DATA behind its body when the
+    /// server offers PIPELINING. Returns the outcome and whether the session can take the next
+    /// letter (with commands written ahead, only `next`: see [`Connection::ahead_of_other`]).
+    pub async fn send(
+        &mut self,
+        envelope: &Envelope,
+        email: &[u8],
+        next: Option<(&Envelope, &[u8])>,
+    ) -> (Outcome, bool) {
+        let commands = match self.commands(envelope, email) {
+            Ok(commands) => commands,
+            Err(outcome) => return (outcome, self.ahead.is_none()),
+        };
+        let written = self.ahead.take();
+        if written.as_ref().is_some_and(|ahead| *ahead != commands) {
+            return (
+                Outcome::lost("the session was waiting for another letter"),
+                false,
+            );
+        }
 
         // MAIL, each RCPT, DATA: the first negative reply is the letter's outcome.
         let mut refused = None;
         if self.capabilities.pipelining {
-            let mut out = std::mem::take(&mut self.out);
-            out.clear();
-            for c in &commands {
-                out.extend_from_slice(c.as_bytes());
-            }
-            let sent = self.write(&out).await;
-            self.out = out;
-            if let Err(text) = sent {
-                return (Outcome::lost(text), false);
+            if written.is_none() {
+                let mut out = std::mem::take(&mut self.out);
+                out.clear();
+                for c in &commands {
+                    out.extend_from_slice(c.as_bytes());
+                }
+                let sent = self.write(&out).await;
+                self.out = out;
+                if let Err(text) = sent {
+                    return (Outcome::lost(text), false);
+                }
             }
             let mut data_accepted = false;
             for _ in &commands {
@@ -359,6 +394,15 @@ impl Connection {
             out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b".\r\n");
+        let ahead = match next {
+            Some((envelope, email)) if self.capabilities.pipelining => {
+                self.commands(envelope, email).ok()
+            }
+            _ => None,
+        };
+        for c in ahead.iter().flatten() {
+            out.extend_from_slice(c.as_bytes());
+        }
         let sent = self.write(&out).await;
         self.out = out;
         if let Err(text) = sent {
@@ -369,6 +413,9 @@ impl Connection {
                 // After the final reply, good or bad, the session can take the next letter,
                 // unless the server said it is closing it (421).
                 let keep = r.code != 421;
+                if keep {
+                    self.ahead = ahead;
+                }
                 (Outcome::Replied(r), keep)
             }
             Err(text) => (Outcome::lost(text), false),
@@ -383,12 +430,19 @@ impl Connection {
 
     /// Whether the server still answers (NOOP).
     pub async fn noop(&mut self) -> bool {
-        self.write(b"NOOP\r\n").await.is_ok()
+        // After commands written ahead the server may be reading a body: no command now.
+        self.ahead.is_none()
+            && self.write(b"NOOP\r\n").await.is_ok()
             && self.read_reply().await.is_ok_and(|r| r.is_positive())
     }
 
     /// Says goodbye (QUIT) and waits a moment for the answer.
     pub async fn quit(mut self) {
+        // Closing is all that is left to do after commands written ahead (see `noop`); the
+        // server drops a body that never ends.
+        if self.ahead.is_some() {
+            return;
+        }
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
             if self.write(b"QUIT\r\n").await.is_ok() {
                 let _ = self.read_reply().await;
@@ -399,6 +453,9 @@ impl Connection {
 
     /// QUIT without waiting for the answer (the connection is dropped next).
     pub async fn quit_now(mut self) {
+        if self.ahead.is_some() {
+            return;
+        }
         let _ = tokio::time::timeout(Duration::from_millis(500), self.write(b"QUIT\r\n")).await;
     }
 
@@ -444,5 +501,164 @@ async fn handshake(target: &Target, stream: Box<dyn Io>) -> Result<(Box<dyn Io>,
             };
             Err(connect_failure(target, format!("TLS: {text}{hint}"), None))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The next letter's envelope behind a body, against a scripted peer on 127.0.0.1 that
+    //! answers the body only once the next envelope has arrived: a client that waited for
+    //! the reply first would hang (and time out) here.
+
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    fn target(port: u16) -> Target {
+        Target {
+            host: "127.0.0.1".into(),
+            port,
+            tls: TlsMode::None,
+            credentials: None,
+            shown: format!("smtp://127.0.0.1:{port}"),
+            tls_config: super::super::target::tls_config(None).unwrap(),
+            server_name: rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+            hello: "test".into(),
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn letter(to: &str) -> (Envelope, Vec<u8>) {
+        let envelope = Envelope::new(
+            Some("from@example.org".parse().unwrap()),
+            vec![to.parse().unwrap()],
+        )
+        .unwrap();
+        (
+            envelope,
+            format!("Subject: for {to}\r\n\r\nHello {to}\r\n").into_bytes(),
+        )
+    }
+
+    /// Reads lines until one equals `until`, returning everything read.
+    async fn read_until_line(
+        r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+        until: &str,
+    ) -> String {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            assert!(
+                r.read_line(&mut line).await.unwrap() > 0,
+                "EOF after {all:?}"
+            );
+            all.push_str(&line);
+            if line.trim_end() == until {
+                return all;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_next_envelope_rides_behind_the_body_and_goes_out_once() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let peer = tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            let (r, mut w) = s.into_split();
+            let mut r = BufReader::new(r);
+            w.write_all(b"220 peer\r\n").await.unwrap();
+            read_until_line(&mut r, "EHLO test").await;
+            w.write_all(b"250-peer\r\n250 PIPELINING\r\n")
+                .await
+                .unwrap();
+            let first = read_until_line(&mut r, "DATA").await;
+            w.write_all(b"250 ok\r\n250 ok\r\n354 go\r\n")
+                .await
+                .unwrap();
+            // The body, and the next envelope, before any reply to the body.
+            let body_and_next = read_until_line(&mut r, "DATA").await;
+            w.write_all(b"250 queued a\r\n250 ok\r\n250 ok\r\n354 go\r\n")
+                .await
+                .unwrap();
+            let second = read_until_line(&mut r, ".").await;
+            w.write_all(b"250 queued b\r\n").await.unwrap();
+            let mut rest = String::new();
+            let _ = r.read_to_string(&mut rest).await;
+            (first, body_and_next, second, rest)
+        });
+        let mut conn = Connection::open(&target(port)).await.unwrap();
+        let (ea, ma) = letter("a@example.com");
+        let (eb, mb) = letter("b@example.com");
+        let (a, keep) = tokio::time::timeout(
+            Duration::from_secs(5),
+            conn.send(&ea, &ma, Some((&eb, &mb))),
+        )
+        .await
+        .expect("the body's reply came only after the next envelope");
+        assert!(keep);
+        assert_eq!(a.text(), "250 queued a");
+        // Another letter than the one announced cannot use this session.
+        let (ec, mc) = letter("c@example.com");
+        assert!(conn.ahead_of_other(&ec, &mc));
+        assert!(!conn.ahead_of_other(&eb, &mb));
+        let (b, keep) = conn.send(&eb, &mb, None).await;
+        assert!(keep);
+        assert_eq!(b.text(), "250 queued b");
+        conn.quit().await;
+        let (first, body_and_next, second, rest) = peer.await.unwrap();
+        assert!(first.contains("RCPT TO:<a@example.com>"), "{first}");
+        assert!(
+            body_and_next.starts_with("Subject: for a@example.com"),
+            "{body_and_next}"
+        );
+        assert!(
+            body_and_next.contains(
+                "\r\n.\r\nMAIL FROM:<from@example.org>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n"
+            ),
+            "{body_and_next}"
+        );
+        // B's envelope went out once: what followed its DATA is its body alone.
+        assert!(second.starts_with("Subject: for b@example.com"), "{second}");
+        assert!(!second.contains("MAIL FROM"), "{second}");
+        assert_eq!(rest, "QUIT\r\n");
+    }
+
+    #[tokio::test]
+    async fn an_envelope_sent_ahead_for_a_letter_that_never_comes_gets_no_body() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let peer = tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            let (r, mut w) = s.into_split();
+            let mut r = BufReader::new(r);
+            w.write_all(b"220 peer\r\n").await.unwrap();
+            read_until_line(&mut r, "EHLO test").await;
+            w.write_all(b"250-peer\r\n250 PIPELINING\r\n")
+                .await
+                .unwrap();
+            read_until_line(&mut r, "DATA").await;
+            w.write_all(b"250 ok\r\n250 ok\r\n354 go\r\n")
+                .await
+                .unwrap();
+            read_until_line(&mut r, "DATA").await;
+            w.write_all(b"250 queued a\r\n250 ok\r\n250 ok\r\n354 go\r\n")
+                .await
+                .unwrap();
+            // Whatever comes now would be taken as the next letter's body.
+            let mut rest = String::new();
+            let _ = r.read_to_string(&mut rest).await;
+            rest
+        });
+        let mut conn = Connection::open(&target(port)).await.unwrap();
+        let (ea, ma) = letter("a@example.com");
+        let (eb, mb) = letter("b@example.com");
+        let (a, keep) = conn.send(&ea, &ma, Some((&eb, &mb))).await;
+        assert!(keep);
+        assert_eq!(a.text(), "250 queued a");
+        // The worker gave B back: no NOOP, no QUIT, nothing but the connection closing.
+        assert!(!conn.noop().await);
+        conn.quit().await;
+        assert_eq!(peer.await.unwrap(), "");
     }
 }
