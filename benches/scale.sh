@@ -11,7 +11,7 @@
 #                451 4.7.1 above it; 2,500 recipients, no --rate, MAILCTL_RETRY_DELAY=1, runs
 #                back to back until all are delivered. Reports delivered letters/s against
 #                250 (target >= 80%) and copies per recipient (target: all 1).
-#   3. kills:    smtp-sink at full speed with -D, 60,000 recipients, --concurrency 8: KILLS
+#   3. kills:    smtp-sink at full speed with -D, 150,000 recipients, --concurrency 8: KILLS
 #                SIGKILLs at random moments (each run killed 0.3-0.9 s after it starts), then
 #                one run to the end. Reports recipients lost (target 0) and duplicates per kill
 #                (target <= 8, the concurrency), on SQLite and PostgreSQL.
@@ -186,7 +186,7 @@ print(len({json.loads(l)['rcpt_tos'][0].lower() for l in open(sys.argv[1])}))" "
 }
 
 part_kills() {
-    local n=60000 c=8
+    local n=150000 c=8
     for backend in $BACKENDS; do
         echo "== kills: smtp-sink, $n recipients, --concurrency $c, $KILLS x SIGKILL, $backend"
         local d=$WORK/kills-$backend
