@@ -503,7 +503,7 @@ async fn db_loop(
         // Group commit: while the workers still have half the window queued or on the wire,
         // let more outcomes gather before the turn. Each turn is a transaction (a commit, a
         // round trip per statement, the batch's pages written to the WAL); gathering a few
-        // milliseconds' worth cut the turns of 20,000 letters from ~840 to ~180.
+        // milliseconds' worth cut the turns of 20,000 letters from ~840 to ~130.
         if !done.is_empty()
             && done.len() < window / 4
             && outstanding - done.len() > window / 2

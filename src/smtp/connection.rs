@@ -559,23 +559,36 @@ mod tests {
         }
     }
 
+    /// Accepts one client, greets it, offers PIPELINING, and takes its first MAIL, RCPT and
+    /// DATA (250, 250, 354). Returns the streams and what the client wrote after EHLO.
+    async fn first_envelope(
+        listener: TcpListener,
+    ) -> (
+        BufReader<tokio::net::tcp::OwnedReadHalf>,
+        tokio::net::tcp::OwnedWriteHalf,
+        String,
+    ) {
+        let (s, _) = listener.accept().await.unwrap();
+        let (r, mut w) = s.into_split();
+        let mut r = BufReader::new(r);
+        w.write_all(b"220 peer\r\n").await.unwrap();
+        read_until_line(&mut r, "EHLO test").await;
+        w.write_all(b"250-peer\r\n250 PIPELINING\r\n")
+            .await
+            .unwrap();
+        let first = read_until_line(&mut r, "DATA").await;
+        w.write_all(b"250 ok\r\n250 ok\r\n354 go\r\n")
+            .await
+            .unwrap();
+        (r, w, first)
+    }
+
     #[tokio::test]
     async fn the_next_envelope_rides_behind_the_body_and_goes_out_once() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let peer = tokio::spawn(async move {
-            let (s, _) = listener.accept().await.unwrap();
-            let (r, mut w) = s.into_split();
-            let mut r = BufReader::new(r);
-            w.write_all(b"220 peer\r\n").await.unwrap();
-            read_until_line(&mut r, "EHLO test").await;
-            w.write_all(b"250-peer\r\n250 PIPELINING\r\n")
-                .await
-                .unwrap();
-            let first = read_until_line(&mut r, "DATA").await;
-            w.write_all(b"250 ok\r\n250 ok\r\n354 go\r\n")
-                .await
-                .unwrap();
+            let (mut r, mut w, first) = first_envelope(listener).await;
             // The body, and the next envelope, before any reply to the body.
             let body_and_next = read_until_line(&mut r, "DATA").await;
             w.write_all(b"250 queued a\r\n250 ok\r\n250 ok\r\n354 go\r\n")
@@ -629,18 +642,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let peer = tokio::spawn(async move {
-            let (s, _) = listener.accept().await.unwrap();
-            let (r, mut w) = s.into_split();
-            let mut r = BufReader::new(r);
-            w.write_all(b"220 peer\r\n").await.unwrap();
-            read_until_line(&mut r, "EHLO test").await;
-            w.write_all(b"250-peer\r\n250 PIPELINING\r\n")
-                .await
-                .unwrap();
-            read_until_line(&mut r, "DATA").await;
-            w.write_all(b"250 ok\r\n250 ok\r\n354 go\r\n")
-                .await
-                .unwrap();
+            let (mut r, mut w, _) = first_envelope(listener).await;
             read_until_line(&mut r, "DATA").await;
             w.write_all(b"250 queued a\r\n250 ok\r\n250 ok\r\n354 go\r\n")
                 .await
