@@ -5,6 +5,8 @@
 //! `suppressed` (the owner must not write to that address). A `sending` row whose lease has
 //! run out belongs to a worker that died; any worker may claim it again.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 
 use super::Db;
@@ -89,66 +91,20 @@ pub async fn prepare(db: &Db, mailing_id: i64, now: DateTime<Utc>) -> Result<u64
 /// takes exclusive (PostgreSQL, migration 0009).
 pub const DELIVERY_ROWS_LOCK: i64 = 0x6d61_696c_6374_6c01;
 
-/// Where [`materialise`] goes on: the next recipients after this client id, or done.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cursor {
-    After(i64),
-    Done,
-}
+/// PostgreSQL: the first key of the per-mailing advisory lock a claim holds while it makes
+/// that mailing's next rows (the second key is the mailing id), so two runs never pick the
+/// same recipients. The two-key form is a key space of its own.
+const MAKING_ROWS_LOCK: i32 = 0x6d61_6b65;
 
-/// Makes the delivery rows of a mailing's recipients that have none yet (recipients added
-/// later get theirs on a later run), in client-id order: with `chunk`, the next `chunk`
-/// recipients after `after` in one transaction, else all of them.
-///
-/// In chunks (PostgreSQL) the first letters can go out while the rest of a large mailing is
-/// still being written, on another connection. SQLite takes all at once: it has one writer.
-pub async fn materialise(
-    db: &Db,
-    mailing_id: i64,
-    after: i64,
-    chunk: Option<i64>,
-    now: DateTime<Utc>,
-) -> Result<Cursor> {
-    let (read, last): (i64, Option<i64>) = match (db, chunk) {
-        (Db::Postgres(p), Some(n)) => {
-            let sql = "WITH batch AS (SELECT client_id FROM mailing_clients \
-                   WHERE mailing_id = $1 AND client_id > $2 ORDER BY client_id LIMIT $3), \
-                 made AS (INSERT INTO deliveries (mailing_id, client_id, state, tries, updated_at) \
-                   SELECT $1, client_id, 'pending', 0, $4 FROM batch \
-                   ON CONFLICT (mailing_id, client_id) DO NOTHING) \
-                 SELECT COUNT(*), MAX(client_id) FROM batch";
-            let mut tx = p.begin().await?;
-            // Stands in for the foreign keys `deliveries` has on SQLite (migration 0009): a
-            // client or mailing deleted meanwhile waits for this commit, then deletes the new
-            // rows too. Taken before the insert, whose snapshot then sees any deletion that
-            // this lock waited for.
-            sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
-                .bind(DELIVERY_ROWS_LOCK)
-                .execute(&mut *tx)
-                .await?;
-            let got = sqlx::query_as(sql)
-                .bind(mailing_id)
-                .bind(after)
-                .bind(n)
-                .bind(now)
-                .fetch_one(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            got
-        }
-        _ => {
-            let all = "INSERT INTO deliveries (mailing_id, client_id, state, tries, updated_at) \
-                 SELECT mailing_id, client_id, 'pending', 0, $3 FROM mailing_clients \
-                 WHERE mailing_id = $1 AND client_id > $2 \
-                 ON CONFLICT (mailing_id, client_id) DO NOTHING";
-            on_pool!(db, p => sqlx::query(all).bind(mailing_id).bind(after).bind(now).execute(p).await.map(drop))?;
-            (0, None)
-        }
-    };
-    Ok(match (chunk, last) {
-        (Some(n), Some(last)) if read >= n => Cursor::After(last),
-        _ => Cursor::Done,
-    })
+/// SQLite: makes the delivery rows of a mailing's recipients that have none yet (recipients
+/// added later get theirs on a later run), all in one statement before the run sends; it has
+/// a single writer anyway. On PostgreSQL the claims make the rows (see [`turn`]).
+pub async fn materialise(db: &Db, mailing_id: i64, now: DateTime<Utc>) -> Result<()> {
+    let all = "INSERT INTO deliveries (mailing_id, client_id, state, tries, updated_at) \
+         SELECT mailing_id, client_id, 'pending', 0, $2 FROM mailing_clients WHERE mailing_id = $1 \
+         ON CONFLICT (mailing_id, client_id) DO NOTHING";
+    on_pool!(db, p => sqlx::query(all).bind(mailing_id).bind(now).execute(p).await.map(drop))?;
+    Ok(())
 }
 
 /// `completed` once every recipient has a final outcome (sent, failed, suppressed).
@@ -214,6 +170,9 @@ pub struct Claim<'a> {
     /// Also look for lapsed leases (a crashed worker's rows) and retries whose time has
     /// come, not only for rows never tried.
     pub sweep: bool,
+    /// PostgreSQL: per mailing, the last recipient (client id) this run has looked at when
+    /// making rows; the next rows are made after it (see [`Taken::made_through`]).
+    pub made_through: &'a HashMap<i64, i64>,
 }
 
 /// What a turn claimed, and the mailings in which it found nothing left to claim.
@@ -221,6 +180,9 @@ pub struct Claim<'a> {
 pub struct Taken {
     pub rows: Vec<Claimed>,
     pub drained: Vec<i64>,
+    /// PostgreSQL: how far each mailing's recipients have been looked at for rows to make
+    /// in this turn (carry into the next [`Claim::made_through`]).
+    pub made_through: Vec<(i64, i64)>,
 }
 
 /// Which rows a claim statement takes. Each kind has its own partial index (migration 0008),
@@ -241,7 +203,9 @@ enum Due {
 ///
 /// PostgreSQL: the claim uses `FOR UPDATE SKIP LOCKED`, so any number of workers share the
 /// table without waiting on each other, and runs first, so the stats counters' row locks
-/// (taken by the attempts insert) are held only until the commit right after.
+/// (taken by the attempts insert) are held only until the commit right after. Rows never
+/// made are made by the claim itself, already `sending` (see [`ClaimRows::make_rows`]): a
+/// letter costs one row written and one update, instead of a row, a claim and an update.
 /// SQLite: the transaction holds the database's single write lock.
 pub async fn turn(db: &Db, claim: Option<&Claim<'_>>, done: &[Finished]) -> Result<Taken> {
     let mut out = Taken::default();
@@ -257,6 +221,14 @@ pub async fn turn(db: &Db, claim: Option<&Claim<'_>>, done: &[Finished]) -> Resu
         Db::Postgres(p) => {
             let mut tx = p.begin().await?;
             if let Some(c) = claim {
+                // Stands in for the foreign keys `deliveries` has on SQLite (migration 0009):
+                // a client or mailing deleted meanwhile waits for this commit, then deletes
+                // the new rows too. Taken first, before any row lock: the deletion, holding
+                // the lock, may be waiting for rows this turn would otherwise lock first.
+                sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+                    .bind(DELIVERY_ROWS_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
                 claim_due(&mut *tx, c, &mut out).await?;
             }
             tx.record_tries(done).await?;
@@ -274,29 +246,41 @@ fn kinds(c: &Claim<'_>) -> impl Iterator<Item = Due> {
         .filter(move |d| c.sweep || matches!(d, Due::Fresh))
 }
 
-/// Claims up to `c.n` due rows of the claim's mailings, kind by kind (see [`Due`]); a mailing
-/// in which no kind had any is drained.
+/// Claims up to `c.n` due rows of the claim's mailings, kind by kind (see [`Due`]), then
+/// makes rows for recipients that have none; a mailing in which none of these found
+/// anything is drained.
 async fn claim_due<C: ClaimRows>(tx: &mut C, c: &Claim<'_>, out: &mut Taken) -> sqlx::Result<()> {
-    'mailings: for &mailing in c.mailing_ids {
-        let mut found = 0;
+    for &mailing in c.mailing_ids {
+        let mut found = false;
         for due in kinds(c) {
             let want = c.n - out.rows.len();
             if want == 0 {
-                break 'mailings;
+                return Ok(());
             }
             let more = tx.claim_rows(c, due, mailing, want).await?;
-            found += more.len();
+            found |= !more.is_empty();
             out.rows.extend(more);
         }
-        if found == 0 {
+        let want = c.n - out.rows.len();
+        if want == 0 {
+            return Ok(());
+        }
+        let after = c.made_through.get(&mailing).copied().unwrap_or(0);
+        if let Some((made, last)) = tx.make_rows(c, mailing, after, want).await? {
+            found = true;
+            out.rows.extend(made);
+            out.made_through.push((mailing, last));
+        }
+        if !found {
             out.drained.push(mailing);
         }
     }
     Ok(())
 }
 
-/// Up to `want` due rows of one kind of one mailing, marked `sending` under the claim's lease.
 trait ClaimRows {
+    /// Up to `want` due rows of one kind of one mailing, marked `sending` under the claim's
+    /// lease.
     async fn claim_rows(
         &mut self,
         c: &Claim<'_>,
@@ -304,6 +288,19 @@ trait ClaimRows {
         mailing: i64,
         want: usize,
     ) -> sqlx::Result<Vec<Claimed>>;
+
+    /// Rows made for up to `want` of the mailing's recipients after client id `after` that
+    /// have none, already `sending` under the claim's lease, and the last client id looked
+    /// at; `None` when no recipient is left without a row (or rows are made before the run).
+    async fn make_rows(
+        &mut self,
+        _c: &Claim<'_>,
+        _mailing: i64,
+        _after: i64,
+        _want: usize,
+    ) -> sqlx::Result<Option<(Vec<Claimed>, i64)>> {
+        Ok(None)
+    }
 }
 
 impl ClaimRows for sqlx::PgConnection {
@@ -321,6 +318,112 @@ impl ClaimRows for sqlx::PgConnection {
             .bind(mailing)
             .fetch_all(&mut *self)
             .await
+    }
+
+    /// The mailing's advisory lock, held to the commit, keeps two runs from picking the same
+    /// recipients: a run that waited for it sees the other's rows, and skips them.
+    async fn make_rows(
+        &mut self,
+        c: &Claim<'_>,
+        mailing: i64,
+        after: i64,
+        want: usize,
+    ) -> sqlx::Result<Option<(Vec<Claimed>, i64)>> {
+        // Bitmap scans off for the rest of the turn: a mailing's recipients must be read in
+        // index order, stopping after `want`. Right after a large `mailings add` the
+        // statistics say the mailing has a few dozen; a bitmap scan then reads all of them,
+        // on every claim.
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock($1, $2), set_config('enable_bitmapscan', 'off', true)",
+        )
+        .bind(MAKING_ROWS_LOCK)
+        .bind(mailing as i32)
+        .execute(&mut *self)
+        .await?;
+        let rows: Vec<MadeRow> = sqlx::query_as(&make_rows_sql())
+            .bind(c.now)
+            .bind(c.lease_until)
+            .bind(want as i64)
+            .bind(mailing)
+            .bind(after)
+            .bind(MAKE_ROWS_LOOK_AHEAD)
+            .fetch_all(&mut *self)
+            .await?;
+        let Some(last) = rows.first().and_then(|r| r.last) else {
+            return Ok(None);
+        };
+        let made: Vec<Claimed> = rows.into_iter().filter_map(MadeRow::claimed).collect();
+        if !made.is_empty() && after == 0 {
+            // The run's first rows of this mailing: it is being sent.
+            sqlx::query(
+                "UPDATE mailings SET status = 'active' WHERE id = $1 AND status <> 'active'",
+            )
+            .bind(mailing)
+            .execute(&mut *self)
+            .await?;
+        }
+        Ok(Some((made, last)))
+    }
+}
+
+/// How many recipients one statement of [`make_rows_sql`] looks at, at most: a run that starts
+/// behind others (or after a run that stopped early) skips their rows this many at a time.
+const MAKE_ROWS_LOOK_AHEAD: i64 = 4096;
+
+/// `$1` now, `$2` the lease, `$3` how many, `$4` the mailing, `$5` the client id to start
+/// after, `$6` how many recipients to look at, at most. The next recipients without a row
+/// (looked up one by one in the unique index: a scalar subquery cannot become a hash join
+/// over every row of the mailing) get one, already `sending`. One result row per row made,
+/// each with the last client id looked at; a single row without a claim when all of them had
+/// a row already, its `last` NULL when no recipient was left.
+fn make_rows_sql() -> String {
+    let next = "SELECT mc.client_id FROM mailing_clients mc \
+           WHERE mc.mailing_id = $4 AND mc.client_id > $5 ORDER BY mc.client_id LIMIT $6";
+    format!(
+        "WITH batch AS (SELECT w.client_id FROM ({next}) AS w \
+           WHERE (SELECT d.id FROM deliveries d \
+                   WHERE d.mailing_id = $4 AND d.client_id = w.client_id) IS NULL \
+           ORDER BY w.client_id LIMIT $3), \
+         made AS (INSERT INTO deliveries (mailing_id, client_id, state, tries, lease_until, updated_at) \
+           SELECT $4, client_id, 'sending', 1, $2, $1 FROM batch ORDER BY client_id \
+           ON CONFLICT (mailing_id, client_id) DO NOTHING \
+           RETURNING id, mailing_id, client_id, tries), \
+         claimed AS (SELECT made.id, made.mailing_id, made.client_id, made.tries, \
+             c.email, c.full_name, c.fields, {OWNER_REFUSES} AS suppressed \
+           FROM made JOIN clients c ON c.id = made.client_id) \
+         SELECT CASE WHEN (SELECT COUNT(*) FROM batch) = $3 THEN (SELECT MAX(client_id) FROM batch) \
+                ELSE (SELECT MAX(client_id) FROM ({next}) AS w) END AS last, claimed.* \
+           FROM (SELECT 1) AS one LEFT JOIN claimed ON true"
+    )
+}
+
+/// A result row of [`make_rows_sql`]: the last client id looked at, and a claimed row (all
+/// `None` when every recipient looked at had a row already).
+#[derive(sqlx::FromRow)]
+struct MadeRow {
+    last: Option<i64>,
+    id: Option<i64>,
+    mailing_id: Option<i64>,
+    client_id: Option<i64>,
+    tries: Option<i32>,
+    email: Option<String>,
+    full_name: Option<String>,
+    fields: Option<String>,
+    suppressed: Option<bool>,
+}
+
+impl MadeRow {
+    fn claimed(self) -> Option<Claimed> {
+        Some(Claimed {
+            id: self.id?,
+            mailing_id: self.mailing_id?,
+            client_id: self.client_id?,
+            tries: self.tries?,
+            email: self.email?,
+            full_name: self.full_name?,
+            fields: self.fields?,
+            suppressed: self.suppressed?,
+        })
     }
 }
 

@@ -1,6 +1,5 @@
 //! Letters: composing them, and the transports that carry them (SMTP or the outbox).
 
-pub mod backlog;
 pub mod compose;
 pub mod journal;
 pub mod pace;

@@ -24,7 +24,6 @@ use crate::db::attempts::{Finished, Next};
 use crate::db::deliveries::{self, Claim, Claimed, Taken, Target};
 use crate::db::{self, Db};
 use crate::error::{Error, Result};
-use crate::mail::backlog::{self, Backlog};
 use crate::mail::compose::{Recipient, Template};
 use crate::mail::journal::{self, Journal};
 use crate::mail::pace::{Meter, Pace};
@@ -246,9 +245,11 @@ pub async fn run(
     let secret = db::suppressions::secret(db, "unsubscribe").await?;
     let mut templates = HashMap::new();
     let ids: Vec<i64> = targets.iter().map(|t| t.id).collect();
-    let (backlog, making) = backlog::start(db, &config.database_url, &ids).await?;
     let now = db::now();
     for t in &targets {
+        if !db.claims_make_rows() {
+            deliveries::materialise(db, t.id, now).await?;
+        }
         summary.suppressed += deliveries::prepare(db, t.id, now).await?;
         let template = Template::new(
             config,
@@ -322,7 +323,7 @@ pub async fn run(
     let workers: Vec<_> = (0..opts.concurrency)
         .map(|_| tokio::spawn(worker(run.clone(), job_rx.clone())))
         .collect();
-    let database = db_loop(&run, &ids, &backlog, opts, result_rx, job_tx).await;
+    let database = db_loop(&run, &ids, opts, result_rx, job_tx).await;
     let left_for_next_run = database.as_ref().ok().cloned().flatten();
     for w in workers {
         w.await
@@ -357,11 +358,6 @@ pub async fn run(
         bar.finish_and_clear();
     }
     work_db.close().await;
-    if let Some(making) = making {
-        making
-            .await
-            .map_err(|e| Error::runtime(format!("making delivery rows: {e}")))??;
-    }
     database?;
 
     for t in &targets {
@@ -404,7 +400,6 @@ const THROTTLED_AGAIN: Duration = Duration::from_millis(500);
 async fn db_loop(
     run: &Run,
     ids: &[i64],
-    backlog: &Backlog,
     opts: &Options,
     mut results: mpsc::Receiver<(Finished, Option<u32>)>,
     jobs: mpsc::Sender<Job>,
@@ -427,8 +422,8 @@ async fn db_loop(
     let mut jobs = Some(jobs);
     // Claimed rows the owner may no longer write to: recorded as suppressed in the next turn.
     let mut carried: Vec<Finished> = Vec::new();
-    // The last claim found nothing while rows were still being made: wait for them.
-    let mut starved = false;
+    // PostgreSQL: how far each mailing's recipients have been looked at for rows to make.
+    let mut made_through: HashMap<i64, i64> = HashMap::new();
     // Throttled letters of this run come back at this time at the latest.
     let mut throttled_until: Option<DateTime<Utc>> = None;
     loop {
@@ -479,24 +474,17 @@ async fn db_loop(
         let mut done = std::mem::take(&mut carried);
         let mut segments = Vec::new();
         // Wait for an outcome, unless a worthwhile claim can be made right away.
-        let starving = claiming && starved;
-        let eager = claiming
-            && !idle
-            && !starved
-            && window.saturating_sub(outstanding) >= (window / 4).max(1);
+        let eager = claiming && !idle && window.saturating_sub(outstanding) >= (window / 4).max(1);
         if done.is_empty() && !eager {
-            if outstanding == 0 && !starving {
+            if outstanding == 0 {
                 break;
             }
-            tokio::select! {
-                f = results.recv(), if outstanding > 0 => match f {
-                    Some((f, segment)) => {
-                        done.push(f);
-                        segments.extend(segment);
-                    }
-                    None => break,
-                },
-                _ = backlog.grown(), if starving => {}
+            match results.recv().await {
+                Some((f, segment)) => {
+                    done.push(f);
+                    segments.extend(segment);
+                }
+                None => break,
             }
         }
         drain(&mut results, &mut done, &mut segments, max_window);
@@ -543,6 +531,7 @@ async fn db_loop(
             now,
             lease_until,
             sweep,
+            made_through: &made_through,
         };
         // The claim's lease goes into the journal before the claim is committed: a run that
         // finds this one dead releases every claim it made at once.
@@ -552,9 +541,6 @@ async fn db_loop(
         {
             crate::output::log::warn(format!("send journal: {e}"));
         }
-        // Read before the turn: a mailing no longer in it had all its rows committed before
-        // the claim, so finding nothing there means it is drained.
-        let unfinished = backlog.unfinished();
         let taken = match deliveries::turn(&run.db, (n > 0).then_some(&claim), &done).await {
             Ok(taken) => taken,
             Err(e) if n > 0 => {
@@ -597,8 +583,8 @@ async fn db_loop(
             swept_empty = taken.rows.is_empty() && !done.iter().any(|f| f.next == Next::Release);
             active = ids.to_vec();
         }
-        active.retain(|m| !taken.drained.contains(m) || unfinished.contains(m));
-        starved = n > 0 && taken.rows.is_empty() && !unfinished.is_empty();
+        active.retain(|m| !taken.drained.contains(m));
+        made_through.extend(taken.made_through);
         let rows = taken.rows;
         if rows.is_empty() {
             continue;
