@@ -89,7 +89,7 @@ impl Db {
                 })?
                 // Every statement here is short; JIT compiling one whose estimate looks large
                 // (a claim's LIMIT over a scalar subquery) costs milliseconds and saves nothing.
-                .options([("jit", "off"), ("plan_cache_mode", "force_custom_plan")]);
+                .options([("jit", "off")]);
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(Duration::from_secs(10))
