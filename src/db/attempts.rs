@@ -253,9 +253,8 @@ impl RecordTries for sqlx::PgConnection {
         // By primary key (`id = ANY`): a `state = 'sending'` test would tempt the planner into
         // the partial index of claimed rows, whose dead entries pile up during a run. The
         // lease alone says the claim still holds: only a claim sets it, and every other
-        // change of state clears it. Planned afresh each time (not a prepared statement):
-        // on PostgreSQL the table may have been nearly empty when a cached plan was made
-        // (its rows are made by the claims), and a plan that scans it grows with the run.
+        // change of state clears it. (The turn turns sequential scans off: a plan cached while
+        // the table was nearly empty must not scan it once it is large; see `turn`.)
         sqlx::query(
             "UPDATE deliveries SET state = v.state, tries = deliveries.tries + v.adjust, \
                next_try_at = v.next_try_at, lease_until = NULL, last_reply = v.reply, updated_at = v.at \
@@ -271,7 +270,6 @@ impl RecordTries for sqlx::PgConnection {
         .bind(done.iter().map(reply).collect::<Vec<_>>())
         .bind(done.iter().map(|f| f.attempted_at).collect::<Vec<_>>())
         .bind(done.iter().map(|f| f.lease_until).collect::<Vec<_>>())
-        .persistent(false)
         .execute(&mut *self)
         .await?;
         let bounced: Vec<&Finished> = done.iter().filter(|f| f.next == Next::Failed).collect();
