@@ -231,17 +231,13 @@ pub async fn turn(db: &Db, claim: Option<&Claim<'_>>, done: &[Finished]) -> Resu
             // 0009): a client or mailing deleted meanwhile waits for this commit, then deletes
             // the rows made here too. Taken first, before any row lock: the deletion, holding
             // it, may be waiting for rows this turn would otherwise lock first.
-            let start = if claim.is_some() {
+            sqlx::query(
                 "SELECT pg_advisory_xact_lock_shared($1), set_config('enable_seqscan', 'off', true), \
-                   set_config('enable_bitmapscan', 'off', true)"
-            } else {
-                "SELECT $1, set_config('enable_seqscan', 'off', true), \
-                   set_config('enable_bitmapscan', 'off', true)"
-            };
-            sqlx::query(start)
-                .bind(DELIVERY_ROWS_LOCK)
-                .execute(&mut *tx)
-                .await?;
+                   set_config('enable_bitmapscan', 'off', true)",
+            )
+            .bind(DELIVERY_ROWS_LOCK)
+            .execute(&mut *tx)
+            .await?;
             if let Some(c) = claim {
                 claim_due(&mut *tx, c, &mut out).await?;
             }
@@ -343,6 +339,8 @@ impl ClaimRows for sqlx::PgConnection {
         after: i64,
         want: usize,
     ) -> sqlx::Result<Option<(Vec<Claimed>, i64)>> {
+        // A mailing id past i32 wraps: two mailings may then share a lock, which only makes
+        // one wait for the other.
         sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
             .bind(MAKING_ROWS_LOCK)
             .bind(mailing as i32)
