@@ -359,15 +359,6 @@ impl ClaimRows for sqlx::PgConnection {
             return Ok(None);
         };
         let made: Vec<Claimed> = rows.into_iter().filter_map(MadeRow::claimed).collect();
-        if !made.is_empty() && after == 0 {
-            // The run's first rows of this mailing: it is being sent.
-            sqlx::query(
-                "UPDATE mailings SET status = 'active' WHERE id = $1 AND status <> 'active'",
-            )
-            .bind(mailing)
-            .execute(&mut *self)
-            .await?;
-        }
         Ok(Some((made, last)))
     }
 }
@@ -379,7 +370,8 @@ const MAKE_ROWS_LOOK_AHEAD: i64 = 4096;
 /// `$1` now, `$2` the lease, `$3` how many, `$4` the mailing, `$5` the client id to start
 /// after, `$6` how many recipients to look at, at most. The next recipients without a row
 /// (looked up one by one in the unique index: a scalar subquery cannot become a hash join
-/// over every row of the mailing) get one, already `sending`. One result row per row made,
+/// over every row of the mailing) get one, already `sending`, and a mailing that gets rows is
+/// `active` (again, when recipients were added after it completed). One result row per row made,
 /// each with the last client id looked at; a single row without a claim when all of them had
 /// a row already, its `last` NULL when no recipient was left.
 fn make_rows_sql() -> String {
@@ -394,6 +386,8 @@ fn make_rows_sql() -> String {
            SELECT $4, client_id, 'sending', 1, $2, $1 FROM batch ORDER BY client_id \
            ON CONFLICT (mailing_id, client_id) DO NOTHING \
            RETURNING id, mailing_id, client_id, tries), \
+         active AS (UPDATE mailings SET status = 'active' \
+           WHERE id = $4 AND status <> 'active' AND EXISTS (SELECT 1 FROM made)), \
          claimed AS (SELECT made.id, made.mailing_id, made.client_id, made.tries, \
              c.email, c.full_name, c.fields, {OWNER_REFUSES} AS suppressed \
            FROM made JOIN clients c ON c.id = made.client_id) \
