@@ -6,8 +6,11 @@
 //! run out belongs to a worker that died; any worker may claim it again.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use sqlx::pool::PoolConnection;
+use sqlx::{Connection, Postgres, Sqlite};
 
 use super::Db;
 use super::attempts::{Finished, RecordTries, sqlite_time};
@@ -197,63 +200,146 @@ enum Due {
     Fresh,
 }
 
-/// One turn of the sender's database loop, in one transaction: claims new deliveries and
-/// records the outcomes of finished ones. Claiming and recording together halves the
-/// commits, and nothing is claimed unless the outcomes that made room for it are durable.
-///
-/// PostgreSQL: the claim uses `FOR UPDATE SKIP LOCKED`, so any number of workers share the
-/// table without waiting on each other, and runs first, so the stats counters' row locks
-/// (taken by the attempts insert) are held only until the commit right after. Rows never
-/// made are made by the claim itself, already `sending` (see [`ClaimRows::make_rows`]): a
-/// letter costs one row written and one update, instead of a row, a claim and an update.
-/// SQLite: the transaction holds the database's single write lock.
-///
-/// PostgreSQL plans the turn's statements once and keeps the plans, but the claims fill
-/// `deliveries` during the run: a plan made while it was nearly empty would scan it whole,
-/// every turn (69 µs per letter instead of 10 for the record). And right after a large
-/// `mailings add` the statistics say a mailing has a few dozen recipients, so a bitmap scan
-/// would read all of them on every claim instead of the index in order up to its LIMIT. Every
-/// statement of a turn has an index made for it: sequential and bitmap scans are off for it.
-pub async fn turn(db: &Db, claim: Option<&Claim<'_>>, done: &[Finished]) -> Result<Taken> {
-    let mut out = Taken::default();
-    match db {
-        Db::Sqlite(p) => {
-            let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
-            if let Some(c) = claim {
-                claim_due(&mut *tx, c, &mut out).await?;
-            }
-            tx.record_tries(done).await?;
-            tx.commit().await?;
-        }
-        Db::Postgres(p) => {
-            let mut tx = p.begin().await?;
-            // The lock stands in for the foreign keys `deliveries` has on SQLite (migration
-            // 0009): a client or mailing deleted meanwhile waits for this commit, then deletes
-            // the rows made here too. Taken first, before any row lock: the deletion, holding
-            // it, may be waiting for rows this turn would otherwise lock first.
-            sqlx::query(
-                "SELECT pg_advisory_xact_lock_shared($1), set_config('enable_seqscan', 'off', true), \
-                   set_config('enable_bitmapscan', 'off', true)",
-            )
-            .bind(DELIVERY_ROWS_LOCK)
-            .execute(&mut *tx)
-            .await?;
-            if let Some(c) = claim {
-                claim_due(&mut *tx, c, &mut out).await?;
-            }
-            tx.record_tries(done).await?;
-            tx.commit().await?;
+/// The turns of one run (see [`Turns::turn`]), on a connection held from one turn to the
+/// next: a connection taken from the pool for every turn costs two round trips more (sqlx
+/// pings it when it is taken and again when it is given back).
+pub struct Turns {
+    db: Db,
+    held: Option<(Held, Instant)>,
+}
+
+/// A connection taken from the pool, and kept.
+enum Held {
+    Sqlite(PoolConnection<Sqlite>),
+    Postgres(PoolConnection<Postgres>),
+}
+
+/// A connection held longer than this since its last turn is pinged before the next (the
+/// server may have restarted meanwhile); back-to-back turns skip that round trip.
+const HELD_UNTESTED: Duration = Duration::from_secs(1);
+
+impl Turns {
+    pub fn new(db: &Db) -> Turns {
+        Turns {
+            db: db.clone(),
+            held: None,
         }
     }
-    out.rows.sort_by_key(|r| r.id);
-    Ok(out)
+
+    /// One turn of the sender's database loop, in one transaction: claims new deliveries and
+    /// records the outcomes of finished ones. Claiming and recording together halves the
+    /// commits, and nothing is claimed unless the outcomes that made room for it are durable.
+    ///
+    /// PostgreSQL: the claim uses `FOR UPDATE SKIP LOCKED`, so any number of workers share the
+    /// table without waiting on each other, and runs first, so the stats counters' row locks
+    /// (taken by the attempts insert) are held only until the commit right after. Rows never
+    /// made are made by the claim itself, already `sending` (see [`ClaimRows::make_rows`]): a
+    /// letter costs one row written and one update, instead of a row, a claim and an update.
+    /// SQLite: the transaction holds the database's single write lock.
+    ///
+    /// PostgreSQL plans the turn's statements once and keeps the plans, but the claims fill
+    /// `deliveries` during the run: a plan made while it was nearly empty would scan it whole,
+    /// every turn (69 µs per letter instead of 10 for the record). And right after a large
+    /// `mailings add` the statistics say a mailing has a few dozen recipients, so a bitmap scan
+    /// would read all of them on every claim instead of the index in order up to its LIMIT. Every
+    /// statement of a turn has an index made for it: sequential and bitmap scans are off for it.
+    ///
+    /// A turn that fails gives its connection back (rolled back), and the next takes one
+    /// from the pool again.
+    pub async fn turn(&mut self, claim: Option<&Claim<'_>>, done: &[Finished]) -> Result<Taken> {
+        let mut conn = match self.held.take() {
+            Some((conn, last)) if last.elapsed() < HELD_UNTESTED => conn,
+            Some((mut conn, _)) => match conn.ping().await {
+                true => conn,
+                false => Held::take(&self.db).await?,
+            },
+            None => Held::take(&self.db).await?,
+        };
+        let out = conn.turn(claim, done).await?;
+        self.held = Some((conn, Instant::now()));
+        Ok(out)
+    }
+}
+
+impl Held {
+    async fn take(db: &Db) -> sqlx::Result<Held> {
+        Ok(match db {
+            Db::Sqlite(p) => Held::Sqlite(p.acquire().await?),
+            Db::Postgres(p) => Held::Postgres(p.acquire().await?),
+        })
+    }
+
+    async fn ping(&mut self) -> bool {
+        match self {
+            Held::Sqlite(c) => c.ping().await.is_ok(),
+            Held::Postgres(c) => c.ping().await.is_ok(),
+        }
+    }
+
+    async fn turn(&mut self, claim: Option<&Claim<'_>>, done: &[Finished]) -> sqlx::Result<Taken> {
+        let mut out = Taken::default();
+        match self {
+            Held::Sqlite(c) => {
+                let mut tx = c.begin_with("BEGIN IMMEDIATE").await?;
+                if let Some(c) = claim {
+                    claim_due(&mut *tx, c, &mut out).await?;
+                }
+                tx.record_tries(done).await?;
+                tx.commit().await?;
+            }
+            Held::Postgres(c) => {
+                let mut tx = c.begin_with(pg_turn_opening(claim)).await?;
+                if let Some(c) = claim {
+                    claim_due(&mut *tx, c, &mut out).await?;
+                }
+                tx.record_tries(done).await?;
+                tx.commit().await?;
+            }
+        }
+        out.rows.sort_by_key(|r| r.id);
+        Ok(out)
+    }
+}
+
+/// PostgreSQL: a turn's first round trip, `BEGIN` and what every turn needs before its first
+/// row, as one simple query (a round trip less per turn: on a busy machine each one waits
+/// for both processes to be scheduled).
+///
+/// The shared lock stands in for the foreign keys `deliveries` has on SQLite (migration
+/// 0009): a client or mailing deleted meanwhile waits for this commit, then deletes the rows
+/// made here too. Taken first, before any row lock: the deletion, holding it, may be waiting
+/// for rows this turn would otherwise lock first. Then, for a claim, each mailing's
+/// [`MAKING_ROWS_LOCK`], in id order (so two runs never wait for each other in a circle), held
+/// to the commit: two runs never pick the same recipients, as a run that waited for it sees
+/// the other's rows in its next statement, and skips them.
+fn pg_turn_opening(claim: Option<&Claim<'_>>) -> String {
+    let mut sql = format!(
+        "BEGIN; SELECT pg_advisory_xact_lock_shared({DELIVERY_ROWS_LOCK}); \
+         SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off"
+    );
+    if let Some(c) = claim {
+        let mut mailings = c.mailing_ids.to_vec();
+        mailings.sort_unstable();
+        mailings.dedup();
+        for m in mailings {
+            // A mailing id past i32 wraps: two mailings may then share a lock, which only
+            // makes one wait for the other.
+            sql.push_str(&format!(
+                "; SELECT pg_advisory_xact_lock({MAKING_ROWS_LOCK}, {})",
+                m as i32
+            ));
+        }
+    }
+    sql
 }
 
 /// Which kinds of due rows a claim looks at, in order.
-fn kinds(c: &Claim<'_>) -> impl Iterator<Item = Due> {
+/// Where the claims make the rows (PostgreSQL), a row never tried is one a run released:
+/// the sweeps find those, and the turns between them save a statement.
+fn kinds(c: &Claim<'_>, claims_make_rows: bool) -> impl Iterator<Item = Due> {
     [Due::Lapsed, Due::Retry, Due::Fresh]
         .into_iter()
-        .filter(move |d| c.sweep || matches!(d, Due::Fresh))
+        .filter(move |d| c.sweep || (matches!(d, Due::Fresh) && !claims_make_rows))
 }
 
 /// Claims up to `c.n` due rows of the claim's mailings, kind by kind (see [`Due`]), then
@@ -262,7 +348,7 @@ fn kinds(c: &Claim<'_>) -> impl Iterator<Item = Due> {
 async fn claim_due<C: ClaimRows>(tx: &mut C, c: &Claim<'_>, out: &mut Taken) -> sqlx::Result<()> {
     for &mailing in c.mailing_ids {
         let mut found = false;
-        for due in kinds(c) {
+        for due in kinds(c, C::MAKES_ROWS) {
             let want = c.n - out.rows.len();
             if want == 0 {
                 return Ok(());
@@ -289,6 +375,9 @@ async fn claim_due<C: ClaimRows>(tx: &mut C, c: &Claim<'_>, out: &mut Taken) -> 
 }
 
 trait ClaimRows {
+    /// Whether [`ClaimRows::make_rows`] makes rows (else they are all made before the run).
+    const MAKES_ROWS: bool = false;
+
     /// Up to `want` due rows of one kind of one mailing, marked `sending` under the claim's
     /// lease.
     async fn claim_rows(
@@ -314,6 +403,8 @@ trait ClaimRows {
 }
 
 impl ClaimRows for sqlx::PgConnection {
+    const MAKES_ROWS: bool = true;
+
     async fn claim_rows(
         &mut self,
         c: &Claim<'_>,
@@ -330,8 +421,7 @@ impl ClaimRows for sqlx::PgConnection {
             .await
     }
 
-    /// The mailing's advisory lock, held to the commit, keeps two runs from picking the same
-    /// recipients: a run that waited for it sees the other's rows, and skips them.
+    /// The turn holds the mailing's advisory lock (see [`pg_turn_opening`]).
     async fn make_rows(
         &mut self,
         c: &Claim<'_>,
@@ -339,13 +429,6 @@ impl ClaimRows for sqlx::PgConnection {
         after: i64,
         want: usize,
     ) -> sqlx::Result<Option<(Vec<Claimed>, i64)>> {
-        // A mailing id past i32 wraps: two mailings may then share a lock, which only makes
-        // one wait for the other.
-        sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
-            .bind(MAKING_ROWS_LOCK)
-            .bind(mailing as i32)
-            .execute(&mut *self)
-            .await?;
         let rows: Vec<MadeRow> = sqlx::query_as(&make_rows_sql())
             .bind(c.now)
             .bind(c.lease_until)

@@ -21,7 +21,7 @@ use tokio::sync::{Mutex, mpsc};
 
 use crate::config::Config;
 use crate::db::attempts::{Finished, Next};
-use crate::db::deliveries::{self, Claim, Claimed, Taken, Target};
+use crate::db::deliveries::{self, Claim, Claimed, Taken, Target, Turns};
 use crate::db::{self, Db};
 use crate::error::{Error, Result};
 use crate::mail::compose::{Recipient, Template};
@@ -405,6 +405,7 @@ async fn db_loop(
     jobs: mpsc::Sender<Job>,
 ) -> Result<Option<String>> {
     let max_window = opts.window();
+    let mut turns = Turns::new(&run.db);
     // Claimed and not yet recorded.
     let mut outstanding = 0usize;
     let mut remaining = opts.limit.unwrap_or(u64::MAX);
@@ -541,13 +542,13 @@ async fn db_loop(
         {
             crate::output::log::warn(format!("send journal: {e}"));
         }
-        let taken = match deliveries::turn(&run.db, (n > 0).then_some(&claim), &done).await {
+        let taken = match turns.turn((n > 0).then_some(&claim), &done).await {
             Ok(taken) => taken,
             Err(e) if n > 0 => {
                 // Try the outcomes alone before giving up on the run.
                 run.shared.stop(format!("cannot claim deliveries: {e}"));
                 claim_error = Some(e);
-                match record_with_retries(run, &done).await {
+                match record_with_retries(&mut turns, &done).await {
                     Ok(()) => Taken::default(),
                     Err(e) => {
                         write_error = Some(e);
@@ -556,7 +557,7 @@ async fn db_loop(
                     }
                 }
             }
-            Err(_) => match record_with_retries(run, &done).await {
+            Err(_) => match record_with_retries(&mut turns, &done).await {
                 Ok(()) => Taken::default(),
                 Err(e) => {
                     run.shared
@@ -582,6 +583,10 @@ async fn db_loop(
             // Letters released back in this very turn can be claimed again in the next.
             swept_empty = taken.rows.is_empty() && !done.iter().any(|f| f.next == Next::Release);
             active = ids.to_vec();
+        }
+        // Where the claims make the rows, only a sweep claims released ones: sweep next.
+        if done.iter().any(|f| f.next == Next::Release) {
+            last_sweep = None;
         }
         active.retain(|m| !taken.drained.contains(m));
         made_through.extend(taken.made_through);
@@ -646,11 +651,11 @@ fn drain(
 }
 
 /// Records outcomes alone (no claim), retrying a few times over about four seconds.
-async fn record_with_retries(run: &Run, done: &[Finished]) -> Result<()> {
+async fn record_with_retries(turns: &mut Turns, done: &[Finished]) -> Result<()> {
     let mut failure = None;
     for pause in [200u64, 1000, 3000] {
         tokio::time::sleep(Duration::from_millis(pause)).await;
-        match deliveries::turn(&run.db, None, done).await {
+        match turns.turn(None, done).await {
             Ok(_) => return Ok(()),
             Err(e) => failure = Some(e),
         }
