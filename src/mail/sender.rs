@@ -278,10 +278,6 @@ pub async fn run(
         None
     };
 
-    // One connection does all of the run's claims and writes, in turns (see `db_loop`):
-    // SQLite has a single write lock anyway, and on PostgreSQL the stats triggers lock the
-    // mailing's counters until commit, so concurrent writers would queue behind each other.
-    let work_db = Db::connect(&config.database_url, 1).await?;
     let shared = Arc::new(Shared {
         stop: AtomicBool::new(false),
         give_way: AtomicBool::new(false),
@@ -301,7 +297,7 @@ pub async fn run(
         None => None,
     };
     let run = Arc::new(Run {
-        db: work_db.clone(),
+        db: db.clone(),
         endpoint,
         templates,
         results: result_tx,
@@ -357,7 +353,6 @@ pub async fn run(
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
-    work_db.close().await;
     database?;
 
     for t in &targets {
@@ -405,6 +400,9 @@ async fn db_loop(
     jobs: mpsc::Sender<Job>,
 ) -> Result<Option<String>> {
     let max_window = opts.window();
+    // One connection does all of the run's claims and writes, in turns: SQLite has a single
+    // write lock anyway, and on PostgreSQL the stats triggers lock the mailing's counters
+    // until commit, so concurrent writers would queue behind each other.
     let mut turns = Turns::new(&run.db);
     // Claimed and not yet recorded.
     let mut outstanding = 0usize;
