@@ -51,7 +51,7 @@ sleep 0.5
 
 # --- the reference: smtp-source --------------------------------------------------------------
 # -d: many messages per connection; -s sessions in parallel; -l payload bytes. Measured right
-# before each mailctl run, so both see the same machine load.
+# before and right after each mailctl run, so both see the same machine load.
 reference() {
     local start end
     start=$(date +%s.%N)
@@ -135,8 +135,9 @@ pg_url() { # a fresh database on the cluster of pg_start (or BENCH_PG_URL)
     echo "postgres://postgres@127.0.0.1:$PG_PORT/$name"
 }
 
-# Each round sets up a fresh installation, runs smtp-source, then mailctl right after it, so
-# both see the same machine load; the median of the rounds' ratios is the result.
+# Each round sets up a fresh installation, runs smtp-source, mailctl right after it and
+# smtp-source again, so both see the same machine load; the median of the rounds' ratios is
+# the result.
 declare -A RESULT
 for backend in $BACKENDS; do
     [[ $backend == postgres ]] && pg_start
@@ -146,13 +147,17 @@ for backend in $BACKENDS; do
         mkdir -p "$dir"
         if [[ $backend == sqlite ]]; then url=sqlite://$dir/data/mailctl.db; else url=$(pg_url); fi
         setup "$dir" "$url" "$N"
-        REF=$(reference)
+        # The reference brackets the run: measured right before and right after it, and
+        # averaged, so a machine that slows down or speeds up meanwhile counts for both.
+        REF_BEFORE=$(reference)
         read -r sent lps rss cpu server < <(measure "$dir")
+        REF_AFTER=$(reference)
+        REF=$(python3 -c "print(round(($REF_BEFORE + $REF_AFTER) / 2, 1))")
         [[ $sent == "$N" ]] || { echo "expected $N letters, sent $sent" >&2; cat "$dir/stderr" >&2; exit 1; }
         ratio=$(python3 -c "print(round(100 * $lps / $REF))")
         cpu_note="mailctl CPU $cpu µs/letter"
         [[ $backend == postgres && -n "${PGDATA_DIR:-}" ]] && cpu_note+=", PostgreSQL CPU $server µs/letter"
-        echo "round $round, $backend: smtp-source $REF msg/s, mailctl $lps letters/s = $ratio%, peak RSS $((rss / 1024)) MB, $cpu_note"
+        echo "round $round, $backend: smtp-source $REF msg/s ($REF_BEFORE before, $REF_AFTER after), mailctl $lps letters/s = $ratio%, peak RSS $((rss / 1024)) MB, $cpu_note"
         if [[ -n "${BASELINE:-}" ]]; then
             base=$WORK/$backend-$round-baseline
             mkdir -p "$base"

@@ -189,12 +189,14 @@ impl Template {
         let value = |key: &str| value(to, &fields, key);
         // A boundary of its own per letter, but the same every time the letter is made, so a
         // preview equals the letter sent (apart from Date).
-        let boundary = format!(
-            "=_{}",
-            &hex::encode(Sha256::digest(self.message_id(to.client_id).as_bytes()))[..32]
-        );
-        let mut body = MultiPart::alternative()
-            .boundary(boundary)
+        let boundary = &hex::encode(Sha256::digest(self.message_id(to.client_id).as_bytes()))[..32];
+        // The content type parsed once (lettre's `alternative().boundary(..)` parses it twice
+        // and makes a random boundary first).
+        let content_type =
+            ContentType::parse(&format!("multipart/alternative; boundary=\"=_{boundary}\""))
+                .map_err(|e| Error::runtime(format!("cannot build the letter: {e}")))?;
+        let mut body = MultiPart::builder()
+            .header(content_type)
             .singlepart(SinglePart::plain(part_body(self.text.fill(value, false))));
         if let Some(html) = &self.html {
             body = body.singlepart(SinglePart::html(part_body(html.fill(value, true))));
