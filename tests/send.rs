@@ -26,6 +26,7 @@ on_both_backends_mut!(
     unsubscribed_addresses_are_skipped,
     stats_counters_follow_the_sender,
     a_large_mailing_gets_its_rows_while_sending,
+    rows_made_before_the_run_go_out_beside_rows_made_by_it,
     deleting_recipients_and_mailings_deletes_their_rows,
     workers_share_a_slow_relay,
     the_pace_follows_a_throttling_relay,
@@ -1179,6 +1180,42 @@ fn a_large_mailing_gets_its_rows_while_sending(env: &mut Env) {
         )),
         COUNT
     );
+}
+
+/// Delivery rows already `pending` and never tried (made up front by an older version, or
+/// released by a run) go out in the same run as a mailing whose rows the run makes (on
+/// PostgreSQL the claims look for them only when a turn made no row), each letter once.
+fn rows_made_before_the_run_go_out_beside_rows_made_by_it(env: &mut Env) {
+    const COUNT: usize = 600;
+    let server = smtp(env);
+    let ann = env.account("user", "ann");
+    let bob = env.account("user", "bob");
+    let made_before = bulk_mailing(&ann, "old", COUNT);
+    let made_now = bulk_mailing(&bob, "new", COUNT);
+    let now = if env.backend == Backend::Sqlite {
+        "2026-01-01T00:00:00.000000+00:00"
+    } else {
+        "2026-01-01T00:00:00Z"
+    };
+    env.sql(&format!(
+        "INSERT INTO deliveries (mailing_id, client_id, state, tries, updated_at) \
+         SELECT mailing_id, client_id, 'pending', 0, '{now}' FROM mailing_clients \
+          WHERE mailing_id = {made_before}"
+    ));
+    let run = wait_ok(spawn_send_due(env, &["--concurrency", "4"]));
+    assert_eq!(n(&run, "sent"), 2 * COUNT as u64, "{run}");
+    let got = counts(&recipients(&server));
+    assert_eq!(got.len(), 2 * COUNT);
+    assert!(got.values().all(|&c| c == 1), "a recipient got two letters");
+    for (owner, mailing) in [(&ann, made_before), (&bob, made_now)] {
+        assert_eq!(
+            env.count(&format!(
+                "SELECT COUNT(*) FROM deliveries WHERE mailing_id = {mailing} AND state = 'sent'"
+            )),
+            COUNT as i64
+        );
+        assert_eq!(status(owner, mailing), "completed");
+    }
 }
 
 /// A deleted recipient loses its delivery rows and keeps its attempts (id, address and name)

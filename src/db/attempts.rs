@@ -250,7 +250,7 @@ DELETE FROM stats_batching;
 /// whose dead entries pile up during a run. The lease alone says the claim still holds: only
 /// a claim sets it, and every other change of state clears it. (The turn turns sequential
 /// scans off: a plan cached while the table was nearly empty must not scan it once it is
-/// large; see `deliveries::turn`.)
+/// large; see `deliveries::Turns::turn`.)
 const PG_RECORD_OUTCOMES: &str = "UPDATE deliveries SET state = v.state, tries = deliveries.tries + v.adjust, \
        next_try_at = v.next_try_at, lease_until = NULL, last_reply = v.reply, updated_at = v.at \
      FROM unnest($1::bigint[], $2::text[], $3::int[], $4::timestamptz[], $5::text[], \

@@ -309,7 +309,7 @@ impl Held {
 /// 0009): a client or mailing deleted meanwhile waits for this commit, then deletes the rows
 /// made here too. Taken first, before any row lock: the deletion, holding it, may be waiting
 /// for rows this turn would otherwise lock first. Then, for a claim, each mailing's
-/// [`MAKING_ROWS_LOCK`], in id order (so two runs never wait for each other in a circle), held
+/// [`MAKING_ROWS_LOCK`], in key order (so two runs never wait for each other in a circle), held
 /// to the commit: two runs never pick the same recipients, as a run that waited for it sees
 /// the other's rows in its next statement, and skips them.
 fn pg_turn_opening(claim: Option<&Claim<'_>>) -> String {
@@ -318,24 +318,23 @@ fn pg_turn_opening(claim: Option<&Claim<'_>>) -> String {
          SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off"
     );
     if let Some(c) = claim {
-        let mut mailings = c.mailing_ids.to_vec();
-        mailings.sort_unstable();
-        mailings.dedup();
-        for m in mailings {
-            // A mailing id past i32 wraps: two mailings may then share a lock, which only
-            // makes one wait for the other.
+        // A mailing id past i32 wraps: two mailings may then share a lock, which only makes
+        // one wait for the other. Sorted by the key itself, so the order holds then too.
+        let mut keys: Vec<i32> = c.mailing_ids.iter().map(|&m| m as i32).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        for key in keys {
             sql.push_str(&format!(
-                "; SELECT pg_advisory_xact_lock({MAKING_ROWS_LOCK}, {})",
-                m as i32
+                "; SELECT pg_advisory_xact_lock({MAKING_ROWS_LOCK}, {key})"
             ));
         }
     }
     sql
 }
 
-/// Which kinds of due rows a claim looks at, in order.
-/// Where the claims make the rows (PostgreSQL), a row never tried is one a run released:
-/// the sweeps find those, and the turns between them save a statement.
+/// Which kinds of due rows a claim looks at, in order, before making rows. Where the claims
+/// make the rows (PostgreSQL), the turns between sweeps look for rows never tried only after
+/// making none (see [`claim_due`]): a statement less per turn while rows are being made.
 fn kinds(c: &Claim<'_>, claims_make_rows: bool) -> impl Iterator<Item = Due> {
     [Due::Lapsed, Due::Retry, Due::Fresh]
         .into_iter()
@@ -362,10 +361,20 @@ async fn claim_due<C: ClaimRows>(tx: &mut C, c: &Claim<'_>, out: &mut Taken) -> 
             return Ok(());
         }
         let after = c.made_through.get(&mailing).copied().unwrap_or(0);
+        let mut made_some = false;
         if let Some((made, last)) = tx.make_rows(c, mailing, after, want).await? {
             found = true;
+            made_some = !made.is_empty();
             out.rows.extend(made);
             out.made_through.push((mailing, last));
+        }
+        // Between sweeps, rows never tried that exist already (released by a run, or made up
+        // front by an older version) are claimed once no row was made for the mailing.
+        let want = c.n - out.rows.len();
+        if C::MAKES_ROWS && !c.sweep && !made_some && want > 0 {
+            let more = tx.claim_rows(c, Due::Fresh, mailing, want).await?;
+            found |= !more.is_empty();
+            out.rows.extend(more);
         }
         if !found {
             out.drained.push(mailing);
