@@ -806,6 +806,44 @@ fn four_workers_on_postgres_deliver_10000_once() {
     each_got_one_letter(&env, &server, &ann, mailing, 10_000);
 }
 
+/// PostgreSQL drops the sender's connections mid-run (an administrator's
+/// `pg_terminate_backend`, a failover): the run ends with exit 1 and one line saying so, and
+/// the next run sends the rest. Every recipient gets exactly one letter: those accepted before
+/// the drop are recorded (from the journal if need be), none is sent again.
+#[test]
+fn postgres_going_away_mid_run_exits_1_and_the_next_run_sends_the_rest() {
+    const COUNT: usize = 60;
+    let mut env = Env::new(Backend::Postgres);
+    let server = smtp(&mut env);
+    server.set_rules(r#"{"delay_seconds": 0.05}"#);
+    let ann = env.account("user", "ann");
+    let mailing = bulk_mailing(&ann, "gone", COUNT);
+    let run = spawn_send_due(&env, &["--concurrency", "2"]);
+    server.wait_for_messages(10, Duration::from_secs(30));
+    env.sql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+          WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    );
+    let out = run.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    // "database: error returned from database: terminating connection due to administrator
+    // command" (or the socket's error, if the drop is seen on writing).
+    assert!(errors[0].contains("database"), "{stderr}");
+    let sent_before = server.received_count();
+    assert!(
+        sent_before < COUNT,
+        "the run ended before the drop: {sent_before}"
+    );
+
+    server.clear_rules();
+    let rest = wait_ok(spawn_send_due(&env, &["--concurrency", "2"]));
+    assert!(n(&rest, "sent") > 0, "{rest}");
+    each_got_one_letter(&env, &server, &ann, mailing, COUNT);
+}
+
 /// On PostgreSQL the claims make the delivery rows. Here another transaction has the row of
 /// the 1,025th recipient written and not committed: the claim that reaches it waits for that
 /// commit (the row's key is taken) rather than make a second row or skip the recipient, then
