@@ -582,7 +582,8 @@ async fn db_loop(
             swept_empty = taken.rows.is_empty() && !done.iter().any(|f| f.next == Next::Release);
             active = ids.to_vec();
         }
-        // Where the claims make the rows, only a sweep claims released ones: sweep next.
+        // Where the claims make the rows, released rows wait for a sweep while rows are still
+        // being made for their mailing: sweep next, so they go out again at once.
         if done.iter().any(|f| f.next == Next::Release) {
             last_sweep = None;
         }
