@@ -645,20 +645,25 @@ fn a_relay_that_throttles_forever_leaves_the_rest_for_the_next_run(env: &mut Env
     server.set_rules(r#"{"rate_limit": {"per_second": 0}}"#);
     env.set("MAILCTL_RETRY_DELAY", "1");
     let ann = env.account("user", "ann");
-    bulk_mailing(&ann, "f", 20);
+    let mailing = bulk_mailing(&ann, "f", 20);
     let started = Instant::now();
     let summary = send_due(&ann, &[]);
     assert!(started.elapsed() < Duration::from_secs(20));
     assert_eq!(n(&summary, "sent"), 0, "{summary}");
     assert!(n(&summary, "throttled") > 0, "{summary}");
     assert!(summary["left_for_next_run"].is_string(), "{summary}");
+    assert_eq!(server.received_count(), 0);
+    // Every letter is left, untried. On PostgreSQL the claims make the rows, so a run that
+    // gives way may not have made them all: a recipient without a row is still to be sent.
     assert_eq!(
-        env.count("SELECT COUNT(*) FROM deliveries WHERE state = 'pending' AND tries = 0"),
-        20
+        env.count("SELECT COUNT(*) FROM deliveries WHERE state <> 'pending' OR tries <> 0"),
+        0
     );
+    assert_eq!(status(&ann, mailing), "active");
     server.clear_rules();
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(n(&send_due(&ann, &[]), "sent"), 20);
+    each_got_one_letter(env, &server, &ann, mailing, 20);
 }
 
 fn who_may_send_and_what_is_due(env: &mut Env) {
