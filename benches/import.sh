@@ -10,6 +10,8 @@
 # PLAIN=1: the file of issue 4 (email,full_name,comment); by default (issue 15) the file also has
 # a `tags` column (`news;vip`-style, 0-2 tags a row) and two custom fields (city, plan), which the
 # reference tables get as plain columns.
+# SHUFFLE=1: the rows in random order (fixed seed) instead of email order; the unique index is
+# then written all over, and the page cache matters.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rows=${ROWS:-1000000}
@@ -31,14 +33,17 @@ trap cleanup EXIT
 csv=$work/clients.csv
 
 # --- the file: email,full_name,comment; ~60 bytes a row, unique emails -------------------------
-python3 - "$csv" "$rows" "$plain" <<'PY'
-import sys
-path, n, plain = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
+python3 - "$csv" "$rows" "$plain" "${SHUFFLE:-0}" <<'PY'
+import random, sys
+path, n, plain, shuffle = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4] == "1"
+order = list(range(n))
+if shuffle:
+    random.Random(1).shuffle(order)
 tags = ["", "news", "news;vip", "vip", "news;regional"]
 cities = ["Москва", "Berlin", "São Paulo", "Kazan"]
 with open(path, "w") as f:
     f.write("email,full_name,comment\n" if plain else "email,full_name,comment,tags,city,plan\n")
-    for i in range(n):
+    for i in order:
         row = f"user{i:07d}@example.com,Firstname Lastname{i % 997},a comment {i % 89}"
         if not plain:
             row += f",{tags[i % 5]},{cities[i % 4]},plan-{i % 3}"
