@@ -21,7 +21,7 @@ extra_cols=""
 [ "$plain" = 1 ] || extra_cols=", tags TEXT NOT NULL, city TEXT NOT NULL, plan TEXT NOT NULL"
 backends=${BACKENDS:-sqlite postgres}
 cargo build --release --quiet
-bin=$PWD/target/release/mailctl
+bin=${BIN:-$PWD/target/release/mailctl} # BIN=path: another build, for an A/B
 work=$(mktemp -d)
 chmod 755 "$work"
 pg_pid=""
