@@ -1074,6 +1074,60 @@ fn absurd_concurrency_and_rate_are_usage_errors() {
     assert!(!env.outbox().exists(), "nothing was sent");
 }
 
+/// With `--format json` (or `MAILCTL_FORMAT=json`) a command line clap refuses ends like any
+/// other error: one JSON line on stderr with `exit_code` 2, naming the flag; without it, clap's
+/// usage text. A bad setting read before the run does the same.
+#[test]
+fn usage_errors_follow_format_json() {
+    let mut env = Env::new(Backend::Sqlite);
+    fn one_json_error(run: &common::Run, names: &str) {
+        run.expect_code(2);
+        let stderr = run.stderr();
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{stderr}");
+        let line: Value = serde_json::from_str(lines[0]).expect("a JSON line");
+        assert_eq!(line["level"], "error", "{line}");
+        assert_eq!(line["exit_code"], 2, "{line}");
+        let message = line["message"].as_str().expect("message");
+        assert!(message.contains(names), "{line}");
+        assert!(!message.starts_with("error:"), "{line}");
+    }
+    let nobody = env.as_("nobody");
+    one_json_error(
+        &nobody.run(&["send-due", "--concurrency", "0", "--format", "json"]),
+        "--concurrency",
+    );
+    one_json_error(
+        &nobody.run(&["--format=json", "send-due", "--rate", "-5"]),
+        "--rate",
+    );
+    let text = nobody.run(&["send-due", "--concurrency", "0"]);
+    text.expect_code(2);
+    assert!(text.stderr().starts_with("error: "), "{}", text.stderr());
+    // The last --format wins.
+    let text = nobody.run(&["--format", "json", "send-due", "--format", "csv", "--bogus"]);
+    text.expect_code(2);
+    assert!(text.stderr().starts_with("error: "), "{}", text.stderr());
+    // Help is still help, on stdout.
+    let help = nobody.run(&["send-due", "--help", "--format", "json"]);
+    help.success();
+    assert!(help.stdout().contains("--concurrency"));
+    env.set("MAILCTL_FORMAT", "json");
+    env.set("MAILCTL_SMTP_TIMEOUT", "soon");
+    let nobody = env.as_("nobody");
+    one_json_error(&nobody.run(&["sned-due"]), "sned-due");
+    let bad_setting = nobody.run(&["send-due"]);
+    assert_ne!(bad_setting.code(), 0);
+    let line: Value = serde_json::from_str(bad_setting.stderr().trim()).expect("a JSON line");
+    assert!(
+        line["message"]
+            .as_str()
+            .unwrap()
+            .contains("MAILCTL_SMTP_TIMEOUT"),
+        "{line}"
+    );
+}
+
 /// --limit caps one run; --dry-run counts without sending; the rest goes on the next run.
 #[test]
 fn limit_and_dry_run() {

@@ -87,7 +87,15 @@ impl Ctx {
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
-    let ctx = Ctx::new(Config::load(&cli.settings)?);
+    let config = Config::load(&cli.settings).inspect_err(|_| {
+        // A bad setting ends the run before the configuration exists: its error line still
+        // follows --format json.
+        crate::output::configure(crate::output::Style {
+            bom: false,
+            json_logs: cli.settings.format == Some(Format::Json),
+        })
+    })?;
+    let ctx = Ctx::new(config);
     crate::output::configure(crate::output::Style {
         bom: ctx.config.bom,
         json_logs: ctx.config.format == Format::Json,
