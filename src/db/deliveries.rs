@@ -281,24 +281,32 @@ impl Held {
         match self {
             Held::Sqlite(c) => {
                 let mut tx = c.begin_with("BEGIN IMMEDIATE").await?;
-                if let Some(c) = claim {
-                    claim_due(&mut *tx, c, &mut out).await?;
-                }
-                tx.record_tries(done).await?;
+                claim_and_record(&mut *tx, claim, done, &mut out).await?;
                 tx.commit().await?;
             }
             Held::Postgres(c) => {
                 let mut tx = c.begin_with(pg_turn_opening(claim)).await?;
-                if let Some(c) = claim {
-                    claim_due(&mut *tx, c, &mut out).await?;
-                }
-                tx.record_tries(done).await?;
+                claim_and_record(&mut *tx, claim, done, &mut out).await?;
                 tx.commit().await?;
             }
         }
         out.rows.sort_by_key(|r| r.id);
         Ok(out)
     }
+}
+
+/// A turn's work inside its transaction: the claim first (see [`Turns::turn`]), then the
+/// outcomes.
+async fn claim_and_record<C: ClaimRows + RecordTries>(
+    conn: &mut C,
+    claim: Option<&Claim<'_>>,
+    done: &[Finished],
+    out: &mut Taken,
+) -> sqlx::Result<()> {
+    if let Some(c) = claim {
+        claim_due(conn, c, out).await?;
+    }
+    conn.record_tries(done).await
 }
 
 /// PostgreSQL: a turn's first round trip, `BEGIN` and what every turn needs before its first

@@ -576,15 +576,16 @@ async fn db_loop(
                 throttled_until = Some(throttled_until.map_or(at, |t| t.max(at)));
             }
         }
+        let released = done.iter().any(|f| f.next == Next::Release);
         if sweep {
             last_sweep = Some(Instant::now());
             // Letters released back in this very turn can be claimed again in the next.
-            swept_empty = taken.rows.is_empty() && !done.iter().any(|f| f.next == Next::Release);
+            swept_empty = taken.rows.is_empty() && !released;
             active = ids.to_vec();
         }
         // Where the claims make the rows, released rows wait for a sweep while rows are still
         // being made for their mailing: sweep next, so they go out again at once.
-        if done.iter().any(|f| f.next == Next::Release) {
+        if released {
             last_sweep = None;
         }
         active.retain(|m| !taken.drained.contains(m));
